@@ -1,0 +1,47 @@
+//! `rumor events`.
+
+use std::io::Write;
+
+use super::output::Output;
+use super::{ControlArgs, Format, FormatArg};
+use crate::logging::rfc3339_utc;
+
+/// List the user events this agent received recently (those still in its deduplication
+/// window), oldest first: name, Lamport time, sending node, time received, payload size.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    format: FormatArg,
+    #[command(flatten)]
+    control: ControlArgs,
+}
+
+pub async fn run(args: Args, out: &mut Output) -> anyhow::Result<()> {
+    let response = args.control.client().events().await?;
+    if args.format.format == Format::Json {
+        out.json(&response)?;
+        return Ok(());
+    }
+    if response.events.is_empty() {
+        let _ = writeln!(std::io::stderr(), "No user events in the recent window.");
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "NAME".to_string(),
+        "LTIME".into(),
+        "ORIGIN".into(),
+        "RECEIVED".into(),
+        "PAYLOAD".into(),
+    ]];
+    rows.extend(response.events.iter().map(|e| {
+        vec![
+            e.name.clone(),
+            e.ltime.to_string(),
+            e.origin.clone(),
+            rfc3339_utc(e.received_unix_ns, 3),
+            format!("{} bytes", e.payload_bytes),
+        ]
+    }));
+    out.columns(&rows)?;
+    Ok(())
+}

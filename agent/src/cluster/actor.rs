@@ -1,0 +1,1126 @@
+//! The actor: the one task that owns foca, the UDP socket and the timer queue. It turns
+//! packets, timers and commands into calls on foca and the cluster state, sends what foca
+//! asks it to, and forwards the resulting events. Decisions live in the state types; this
+//! file is the plumbing around them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, PostcardCodec};
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rumor_handlers::event::{Event, QueryEvent, Tags, UserEvent};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::config::ClusterConfig;
+use super::error::ClusterError;
+use super::handle::{
+    ClusterHandle, ClusterInfo, Command, MemberView, QueryParams, SeenEvent, Status,
+};
+use super::identity::NodeId;
+use super::keyring::{Key, KeyChange};
+use super::log_limit::LogLimiter;
+use super::message::{self, Broadcast, LeaveIntent, TagRecord};
+use super::push_pull::{self, State};
+use super::query::{self, PendingQuery, QueryMsg, QueryReply, QueryUpdate};
+use super::snapshot::Snapshotter;
+use super::state::{self, SharedState, SwimNode};
+use super::timers::{Tick, TimerQueue};
+use super::wire::{self, Kind, MAX_DATAGRAM};
+
+/// How long a graceful leave waits at most for its announcement to spread.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A leave waits at least this long so the announcement travels ahead of foca's "down".
+const LEAVE_MIN_SPREAD: Duration = Duration::from_millis(250);
+const LEAVE_POLL: Duration = Duration::from_millis(50);
+const REAP_INTERVAL: Duration = Duration::from_secs(2);
+const REANNOUNCE_FIRST: Duration = Duration::from_secs(1);
+const REANNOUNCE_MAX: Duration = Duration::from_secs(30);
+const QUERY_EXPIRY_INTERVAL: Duration = Duration::from_secs(5);
+/// How often changes reach the snapshot file (each write is fsync'd).
+const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A query we asked, waiting for answers.
+struct Asked {
+    pending: PendingQuery,
+    updates: mpsc::UnboundedSender<QueryUpdate>,
+}
+
+/// A query we received and may still answer.
+struct Received {
+    reply_to: SocketAddr,
+    deadline: Instant,
+}
+
+struct Leaving {
+    started: Instant,
+    replies: Vec<oneshot::Sender<()>>,
+}
+
+pub(crate) struct Actor {
+    config: ClusterConfig,
+    foca: SwimNode,
+    runtime: AccumulatingRuntime<NodeId>,
+    state: SharedState,
+    socket: Arc<UdpSocket>,
+    timers: TimerQueue,
+    commands: mpsc::Receiver<Command>,
+    /// Our own handle, for background work that reports back (push-pull, re-announce).
+    handle: ClusterHandle,
+    events: mpsc::UnboundedSender<Event>,
+    rng: StdRng,
+    send_buf: Vec<u8>,
+    connected: bool,
+    ever_joined: bool,
+    leaving: Option<Leaving>,
+    stopped: bool,
+    reannounce_backoff: Duration,
+    reannounce_scheduled: bool,
+    /// Live member count foca's config was last sized for.
+    sized_for: usize,
+    rejected_log: LogLimiter,
+    invalid_log: LogLimiter,
+    crypto_log: LogLimiter,
+    asked: HashMap<u32, Asked>,
+    received: HashMap<(String, u32), Received>,
+    /// Members and clocks written to disk, so a restart rejoins on its own.
+    snapshot: Option<Snapshotter>,
+    /// This process continues an earlier one (from its snapshot): its first join is a rejoin,
+    /// and events it missed while down are delivered (handlers skip what they already ran).
+    restarted: bool,
+}
+
+impl Actor {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: ClusterConfig,
+        snapshot: Option<(Snapshotter, bool)>,
+        local: NodeId,
+        state: SharedState,
+        socket: Arc<UdpSocket>,
+        commands: mpsc::Receiver<Command>,
+        handle: ClusterHandle,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        let foca = Foca::with_custom_broadcast(
+            local,
+            config.profile.foca_config(1),
+            rand::make_rng::<StdRng>(),
+            PostcardCodec,
+            state.clone(),
+        );
+        Actor {
+            config,
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            state,
+            socket,
+            timers: TimerQueue::default(),
+            commands,
+            handle,
+            events,
+            rng: rand::make_rng::<StdRng>(),
+            send_buf: Vec::with_capacity(wire::HEADER_LEN + wire::SWIM_PACKET_SIZE),
+            connected: false,
+            ever_joined: false,
+            leaving: None,
+            stopped: false,
+            reannounce_backoff: REANNOUNCE_FIRST,
+            reannounce_scheduled: false,
+            sized_for: 1,
+            rejected_log: LogLimiter::default(),
+            invalid_log: LogLimiter::default(),
+            crypto_log: LogLimiter::default(),
+            asked: HashMap::new(),
+            received: HashMap::new(),
+            restarted: snapshot.as_ref().is_some_and(|(_, restarted)| *restarted),
+            snapshot: snapshot.map(|(s, _)| s),
+        }
+    }
+
+    /// Runs until a graceful leave completes (or every handle is gone).
+    pub(crate) async fn run(mut self) {
+        self.start();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        while !self.stopped {
+            let deadline = self.timers.next_deadline();
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => self.on_packet(&buf[..len], from),
+                    Err(e) => debug!("udp receive error: {e}"),
+                },
+                () = sleep_until(deadline) => self.on_timers(),
+            }
+        }
+        debug!("cluster actor stopped");
+    }
+
+    fn start(&mut self) {
+        let now = Instant::now();
+        // Announce our tags: they ride on gossip as soon as we have someone to tell.
+        let tags = self.state.lock().members.local().tags.clone();
+        let record = self.state.lock().members.local_tag_record(tags);
+        self.add_broadcast(&Broadcast::Tags(record));
+        self.timers.schedule(
+            now + self.config.profile.push_pull_interval(1),
+            Tick::PushPull,
+        );
+        self.timers.schedule(now + REAP_INTERVAL, Tick::Reap);
+        self.timers
+            .schedule(now + QUERY_EXPIRY_INTERVAL, Tick::ExpireQueries);
+        if self.snapshot.is_some() {
+            self.timers
+                .schedule(now + SNAPSHOT_INTERVAL, Tick::SnapshotFlush);
+        }
+        self.timers.schedule(
+            now + self.config.profile.reconnect_interval(),
+            Tick::Reconnect,
+        );
+    }
+
+    /// Records the clocks and writes what changed to the snapshot file.
+    fn flush_snapshot(&mut self) {
+        let (event, query) = {
+            let state = self.state.lock();
+            (state.event_clock.time(), state.query_clock.time())
+        };
+        if let Some(snapshot) = self.snapshot.as_mut() {
+            snapshot.clocks(event, query);
+            snapshot.flush();
+        }
+    }
+
+    // ---- inputs ----
+
+    fn on_packet(&mut self, packet: &[u8], from: SocketAddr) {
+        self.state.lock().counters.packets_received += 1;
+        let opened = wire::open(packet, self.handle.keyring.read().as_ref());
+        match opened {
+            Ok((Kind::Swim, body)) => {
+                if let Err(e) = self.foca.handle_data(&body, &mut self.runtime) {
+                    self.state.lock().counters.packets_invalid += 1;
+                    if let Some(suppressed) = self.invalid_log.allow() {
+                        warn!(%from, suppressed, "invalid SWIM packet ignored: {e}");
+                    }
+                }
+                self.flush();
+            }
+            Ok((Kind::QueryReply, body)) => match QueryReply::decode(&body) {
+                Ok(reply) => self.on_query_reply(reply),
+                Err(e) => self.reject(from, &format!("malformed query reply: {e}")),
+            },
+            Ok((kind, _)) => self.reject(from, &format!("a {kind:?} frame is not valid over UDP")),
+            Err(e) if e.is_crypto() => {
+                self.state.lock().counters.packets_undecryptable += 1;
+                if let Some(suppressed) = self.crypto_log.allow() {
+                    warn!(%from, suppressed, "dropped packet: {e}");
+                }
+            }
+            Err(e) => self.reject(from, &e.to_string()),
+        }
+    }
+
+    fn reject(&mut self, from: SocketAddr, reason: &str) {
+        self.state.lock().counters.packets_rejected += 1;
+        if let Some(suppressed) = self.rejected_log.allow() {
+            warn!(%from, suppressed, "rejected packet: {reason}");
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let (swim, ours) = self.timers.pop_due(Instant::now());
+        for timer in swim {
+            if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
+                debug!("foca timer: {e}");
+            }
+            self.flush();
+        }
+        for tick in ours {
+            match tick {
+                Tick::Swim(_) => unreachable!("pop_due separates foca's timers"),
+                Tick::PushPull => self.periodic_push_pull(),
+                Tick::Reap => self.reap(),
+                Tick::Reannounce => self.reannounce(),
+                Tick::LeaveCheck => self.check_leave(),
+                Tick::QueryDeadline(id) => self.finish_query(id, true),
+                Tick::Reconnect => self.reconnect(),
+                Tick::SnapshotFlush => {
+                    self.flush_snapshot();
+                    self.timers
+                        .schedule(Instant::now() + SNAPSHOT_INTERVAL, Tick::SnapshotFlush);
+                }
+                Tick::ReleaseHeldEvents => {
+                    if self.state.lock().holding_events() {
+                        self.state.lock().release_events(None, SystemTime::now());
+                        self.flush();
+                    }
+                }
+                Tick::ExpireQueries => {
+                    let now = Instant::now();
+                    self.received.retain(|_, r| r.deadline > now);
+                    self.timers
+                        .schedule(now + QUERY_EXPIRY_INTERVAL, Tick::ExpireQueries);
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Members(reply) => {
+                let _ = reply.send(self.member_views());
+            }
+            Command::Info(reply) => {
+                let _ = reply.send(self.info());
+            }
+            Command::RecentEvents(reply) => {
+                let _ = reply.send(self.recent_events());
+            }
+            Command::SendEvent {
+                name,
+                payload,
+                coalesce,
+                reply,
+            } => {
+                let _ = reply.send(self.send_event(name, payload, coalesce));
+            }
+            Command::UpdateTags { set, delete, reply } => {
+                let _ = reply.send(self.update_tags(set, delete));
+            }
+            Command::ForceLeave { node, prune, reply } => {
+                let _ = reply.send(self.force_leave(node, prune));
+            }
+            Command::Leave(reply) => self.begin_leave(reply),
+            Command::Snapshot { join, reply } => {
+                if join
+                    && !self.ever_joined
+                    && !self.restarted
+                    && !self.state.lock().holding_events()
+                {
+                    self.state.lock().hold_events();
+                    let bound = self.config.profile.push_pull_timeout() * 2;
+                    self.timers
+                        .schedule(Instant::now() + bound, Tick::ReleaseHeldEvents);
+                }
+                let _ = reply.send(self.snapshot(join));
+            }
+            Command::Merge {
+                remote,
+                answer_to_join,
+                reply,
+            } => {
+                self.merge(*remote, answer_to_join);
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+            Command::PushPullFailed => self.state.lock().counters.push_pull_failed += 1,
+            Command::PushPullRateLimited => {
+                self.state.lock().counters.push_pull_rate_limited += 1;
+            }
+            Command::PushPullUndecryptable => {
+                self.state.lock().counters.packets_undecryptable += 1;
+            }
+            Command::Query { params, reply } => {
+                let _ = reply.send(self.ask_query(params));
+            }
+            Command::Respond { origin, id, answer } => self.respond(origin, id, answer),
+        }
+    }
+
+    // ---- foca plumbing ----
+
+    /// Carries out everything foca asked for, then hands new events on. Repeats while
+    /// notifications or relays cause more work.
+    fn flush(&mut self) {
+        loop {
+            while let Some((to, data)) = self.runtime.to_send() {
+                self.send(to.addr, &data);
+            }
+            let now = Instant::now();
+            while let Some((after, timer)) = self.runtime.to_schedule() {
+                self.timers.schedule(now + after, Tick::Swim(timer));
+            }
+            let mut more = false;
+            while let Some(notification) = self.runtime.to_notify() {
+                self.on_notification(notification);
+                more = true;
+            }
+            // Eager relay: a broadcast that was news goes out now, not on the next gossip.
+            if std::mem::take(&mut self.state.lock().relay) {
+                if let Err(e) = state::relay_eagerly(&mut self.foca, &mut self.runtime) {
+                    debug!("foca broadcast: {e}");
+                }
+                more = true;
+            }
+            let joined = std::mem::take(&mut self.state.lock().joins_inbox);
+            if !joined.is_empty() {
+                debug!(
+                    count = joined.len(),
+                    "members announced by their own broadcast"
+                );
+                let members = joined.into_iter().map(Member::alive);
+                if let Err(e) = self.foca.apply_many(members, true, &mut self.runtime) {
+                    debug!("foca apply_many: {e}");
+                }
+                more = true;
+            }
+            let queries = std::mem::take(&mut self.state.lock().query_inbox);
+            for q in queries {
+                self.accept_query(q);
+            }
+            if !more && self.runtime.backlog() == 0 {
+                break;
+            }
+        }
+        let events = std::mem::take(&mut self.state.lock().outbox);
+        for event in events {
+            // The receiver lives as long as the agent; nothing to do if it is gone.
+            let _ = self.events.send(event);
+        }
+        self.resize();
+    }
+
+    fn send(&mut self, to: SocketAddr, data: &[u8]) {
+        self.send_kind(Kind::Swim, to, data);
+    }
+
+    fn send_kind(&mut self, kind: Kind, to: SocketAddr, data: &[u8]) {
+        self.send_buf.clear();
+        wire::seal(
+            kind,
+            data,
+            self.handle.keyring.read().as_ref(),
+            &mut self.send_buf,
+        );
+        match self.socket.try_send_to(&self.send_buf, to) {
+            Ok(_) => self.state.lock().counters.packets_sent += 1,
+            // UDP is lossy anyway; SWIM retries on its own.
+            Err(e) => debug!(%to, "udp send failed: {e}"),
+        }
+    }
+
+    fn on_notification(&mut self, notification: OwnedNotification<NodeId>) {
+        let now = SystemTime::now();
+        match notification {
+            OwnedNotification::MemberUp(id) => {
+                info!(member = %id, "member alive");
+                if let Some(s) = self.snapshot.as_mut() {
+                    s.alive(&id.name, id.addr);
+                }
+                let events = self.state.lock().members.member_up(id, now);
+                self.state.lock().outbox.extend(events);
+            }
+            OwnedNotification::MemberDown(id) => {
+                if let Some(s) = self.snapshot.as_mut() {
+                    s.not_alive(&id.name);
+                }
+                let events = self.state.lock().members.member_down(&id, now);
+                info!(member = %id, "member down");
+                self.state.lock().outbox.extend(events);
+                // A process of the same name elsewhere, held back while this one was alive
+                // (a host that moved), takes its place now.
+                let successor = self
+                    .foca
+                    .iter_members()
+                    .map(|m| m.id())
+                    .find(|other| other.name == id.name && other.addr != id.addr)
+                    .cloned();
+                if let Some(next) = successor {
+                    let events = self.state.lock().members.member_up(next, now);
+                    self.state.lock().outbox.extend(events);
+                }
+            }
+            OwnedNotification::Rename(old, new) => {
+                let active = self.foca.iter_members().any(|m| m.id() == &new);
+                if active && let Some(s) = self.snapshot.as_mut() {
+                    s.alive(&new.name, new.addr);
+                }
+                debug!(%old, %new, active, "member identity replaced");
+                let events = self.state.lock().members.renamed(&old, new, active, now);
+                self.state.lock().outbox.extend(events);
+            }
+            OwnedNotification::Active => {
+                info!("connected to the cluster");
+                if let Some(s) = self.snapshot.as_mut() {
+                    s.left(false);
+                }
+                self.connected = true;
+                self.ever_joined = true;
+                self.reannounce_backoff = REANNOUNCE_FIRST;
+            }
+            OwnedNotification::Idle => {
+                self.connected = false;
+                if self.leaving.is_none() {
+                    warn!(
+                        "no live members left: will keep announcing to join addresses and known members"
+                    );
+                    self.schedule_reannounce();
+                }
+            }
+            OwnedNotification::Defunct => {
+                if self.leaving.is_none() {
+                    error!("this node was declared dead and cannot rejoin; restart the agent");
+                }
+            }
+            OwnedNotification::Rejoin(id) => {
+                warn!(identity = %id, "the cluster declared this node dead; rejoined as a new generation");
+                self.state.lock().members.set_local_id(id);
+            }
+        }
+    }
+
+    /// foca's transmission counts and suspicion time depend on the cluster size.
+    fn resize(&mut self) {
+        let live = self.foca.num_members() + 1;
+        if live != self.sized_for {
+            self.sized_for = live;
+            if let Err(e) = self.foca.set_config(self.config.profile.foca_config(live)) {
+                warn!("could not resize foca's config for {live} members: {e}");
+            }
+        }
+    }
+
+    fn add_broadcast(&mut self, msg: &Broadcast) {
+        if let Err(e) = self.foca.add_broadcast(&msg.encode()) {
+            // Sizes are checked before we get here; this is a bug, not bad input.
+            error!("could not queue broadcast: {e}");
+        }
+        if let Err(e) = state::relay_eagerly(&mut self.foca, &mut self.runtime) {
+            debug!("foca broadcast: {e}");
+        }
+        self.flush();
+    }
+
+    // ---- commands ----
+
+    fn member_views(&self) -> Vec<MemberView> {
+        self.state.lock().members.iter().map(|m| m.view()).collect()
+    }
+
+    fn info(&self) -> ClusterInfo {
+        let state = self.state.lock();
+        let local = state.members.local();
+        ClusterInfo {
+            node: local.id.name.clone(),
+            advertise: local.id.addr,
+            generation: local.id.generation,
+            connected: self.connected,
+            members_alive: state.members.count(Status::Alive),
+            members_leaving: state.members.count(Status::Leaving),
+            members_left: state.members.count(Status::Left),
+            members_failed: state.members.count(Status::Failed),
+            event_clock: state.event_clock.time(),
+            max_event_bytes: self.config.max_event_bytes,
+            profile: self.config.profile.as_str().to_string(),
+            name_conflicts: state.members.conflicts().to_vec(),
+            event_latency: state.event_latency.clone(),
+            counters: state.counters.clone(),
+        }
+    }
+
+    fn recent_events(&self) -> Vec<SeenEvent> {
+        let state = self.state.lock();
+        state
+            .events
+            .recent()
+            .into_iter()
+            .map(|seen| SeenEvent {
+                name: seen.event.name.clone(),
+                ltime: seen.event.ltime,
+                origin: seen.event.origin.clone(),
+                payload_bytes: seen.event.payload.len(),
+                received_unix_ns: seen
+                    .received
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0),
+            })
+            .collect()
+    }
+
+    fn send_event(
+        &mut self,
+        name: String,
+        payload: Vec<u8>,
+        coalesce: bool,
+    ) -> Result<u64, ClusterError> {
+        message::check_event_name(&name).map_err(|reason| ClusterError::InvalidName {
+            name: name.clone(),
+            reason,
+        })?;
+        let size = name.len() + payload.len();
+        if size > self.config.max_event_bytes {
+            return Err(ClusterError::EventTooLarge {
+                size,
+                limit: self.config.max_event_bytes,
+            });
+        }
+        let (ltime, origin) = {
+            let mut state = self.state.lock();
+            (
+                state.event_clock.tick(),
+                state.members.local().id.name.clone(),
+            )
+        };
+        let sent_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.add_broadcast(&Broadcast::User {
+            event: UserEvent {
+                ltime,
+                name,
+                payload,
+                coalesce,
+                origin,
+            },
+            sent_unix_ms,
+        });
+        Ok(ltime)
+    }
+
+    fn update_tags(&mut self, set: Tags, delete: Vec<String>) -> Result<Tags, ClusterError> {
+        let current = self.state.lock().members.local().tags.clone();
+        let mut tags = current.clone();
+        for key in &delete {
+            tags.remove(key);
+        }
+        for (key, value) in set {
+            message::check_tag_key(&key).map_err(ClusterError::InvalidTags)?;
+            tags.insert(key, value);
+        }
+        let size = message::tags_size(&tags);
+        if size > message::MAX_TAGS_BYTES {
+            return Err(ClusterError::InvalidTags(format!(
+                "the tags take {size} bytes, the limit is {} bytes",
+                message::MAX_TAGS_BYTES
+            )));
+        }
+        if tags == current {
+            return Ok(tags); // nothing changed: no broadcast, no member-update everywhere
+        }
+        let record = self.state.lock().members.local_tag_record(tags.clone());
+        self.add_broadcast(&Broadcast::Tags(record));
+        Ok(tags)
+    }
+
+    fn force_leave(&mut self, node: String, prune: bool) -> Result<(), ClusterError> {
+        let (target, by) = {
+            let state = self.state.lock();
+            let local = state.members.local().id.name.clone();
+            let member = state
+                .members
+                .get(&node)
+                .ok_or_else(|| ClusterError::UnknownMember(node.clone()))?;
+            if member.id.name == local || matches!(member.status, Status::Alive | Status::Leaving) {
+                return Err(ClusterError::MemberAlive(node));
+            }
+            if member.status == Status::Left && !prune {
+                return Ok(());
+            }
+            (member.id.clone(), local)
+        };
+        self.add_broadcast(&Broadcast::Leave(LeaveIntent {
+            node: target.name,
+            generation: target.generation,
+            by,
+            prune,
+        }));
+        Ok(())
+    }
+
+    fn begin_leave(&mut self, reply: oneshot::Sender<()>) {
+        if let Some(leaving) = self.leaving.as_mut() {
+            leaving.replies.push(reply);
+            return;
+        }
+        info!("leaving the cluster");
+        let intent = {
+            let mut state = self.state.lock();
+            state.members.set_local_leaving(SystemTime::now());
+            let me = &state.members.local().id;
+            LeaveIntent {
+                node: me.name.clone(),
+                generation: me.generation,
+                by: me.name.clone(),
+                prune: false,
+            }
+        };
+        self.leaving = Some(Leaving {
+            started: Instant::now(),
+            replies: vec![reply],
+        });
+        self.add_broadcast(&Broadcast::Leave(intent));
+        self.timers
+            .schedule(Instant::now() + LEAVE_POLL, Tick::LeaveCheck);
+    }
+
+    /// Finishes the leave once the announcement went out (or the wait is over).
+    fn check_leave(&mut self) {
+        let Some(leaving) = &self.leaving else {
+            return;
+        };
+        let elapsed = leaving.started.elapsed();
+        let alone = self.foca.num_members() == 0;
+        let spread = self.foca.custom_broadcast_backlog() == 0 && elapsed >= LEAVE_MIN_SPREAD;
+        if !(alone || spread || elapsed >= LEAVE_TIMEOUT) {
+            self.timers
+                .schedule(Instant::now() + LEAVE_POLL, Tick::LeaveCheck);
+            return;
+        }
+        if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
+            warn!("foca leave: {e}");
+        }
+        self.flush();
+        if let Some(s) = self.snapshot.as_mut() {
+            s.left(true);
+        }
+        self.flush_snapshot();
+        if let Some(s) = self.snapshot.as_ref() {
+            // The node is stopping: its last records must be on disk before the process ends.
+            s.sync();
+        }
+        info!(elapsed_ms = elapsed.as_millis() as u64, "left the cluster");
+        if let Some(leaving) = self.leaving.take() {
+            for reply in leaving.replies {
+                let _ = reply.send(());
+            }
+        }
+        self.stopped = true;
+    }
+
+    fn snapshot(&self, join: bool) -> State {
+        let state = self.state.lock();
+        State {
+            from: self.foca.identity().clone(),
+            join,
+            members: state.members.iter().cloned().collect(),
+            swim: self.foca.iter_membership_state().cloned().collect(),
+            event_ltime: state.event_clock.time(),
+            events: state
+                .events
+                .recent()
+                .into_iter()
+                .map(|s| s.event.clone())
+                .collect(),
+        }
+    }
+
+    fn merge(&mut self, remote: State, answer_to_join: bool) {
+        let local = self.foca.identity().clone();
+        if remote.from == local {
+            debug!("ignoring a push-pull exchange with ourselves");
+            return;
+        }
+        if message::check_node_name(&remote.from.name).is_err() {
+            warn!(from = ?remote.from, "ignoring push-pull state with an invalid node name");
+            return;
+        }
+        let now = SystemTime::now();
+        // What the peer knows goes through foca's broadcast path, exactly like a received
+        // broadcast: what is news to us is applied *and* spread further with a fresh budget
+        // (memberlist does the same with state learned by push-pull).
+        let mut learned: Vec<Broadcast> = Vec::new();
+        {
+            let mut state = self.state.lock();
+            state.event_clock.witness(remote.event_ltime);
+            if answer_to_join && state.holding_events() {
+                // Our first join: what the cluster sent before it is history, not for our
+                // handlers. Events gossiped to us while the join was in flight are sorted now.
+                state.release_events(Some(remote.event_ltime), now);
+            }
+            for member in &remote.members {
+                if message::check_node_name(&member.id.name).is_err() {
+                    continue;
+                }
+                learned.push(Broadcast::Tags(TagRecord {
+                    addr: None,
+                    node: member.id.name.clone(),
+                    version: member.tag_version,
+                    tags: member.tags.clone(),
+                }));
+                if let Some(generation) = member.left_generation {
+                    learned.push(Broadcast::Leave(LeaveIntent {
+                        node: member.id.name.clone(),
+                        generation,
+                        by: member.id.name.clone(),
+                        prune: false,
+                    }));
+                }
+                state.members.learn_absent(member, now);
+            }
+            state.counters.push_pull_ok += 1;
+        }
+        learned.extend(remote.events.into_iter().map(|event| Broadcast::User {
+            event,
+            sent_unix_ms: 0,
+        }));
+        for item in &learned {
+            if let Err(e) = self.foca.add_broadcast(&item.encode()) {
+                debug!(from = %remote.from, "ignoring an invalid item in push-pull state: {e}");
+            }
+        }
+        let mut swim: Vec<Member<NodeId>> = remote
+            .swim
+            .into_iter()
+            .filter(|m| message::check_node_name(&m.id().name).is_ok())
+            .collect();
+        swim.push(Member::alive(remote.from.clone()));
+        if let Err(e) = self
+            .foca
+            .apply_many(swim.into_iter(), true, &mut self.runtime)
+        {
+            debug!("foca apply_many: {e}");
+        }
+        if answer_to_join && let Err(e) = self.foca.announce(remote.from.clone(), &mut self.runtime)
+        {
+            debug!("foca announce: {e}");
+        }
+        self.flush();
+    }
+
+    // ---- queries ----
+
+    fn ask_query(
+        &mut self,
+        params: QueryParams,
+    ) -> Result<mpsc::UnboundedReceiver<QueryUpdate>, ClusterError> {
+        message::check_event_name(&params.name).map_err(ClusterError::InvalidQuery)?;
+        let size = params.name.len() + params.payload.len();
+        if size > self.config.max_event_bytes {
+            return Err(ClusterError::EventTooLarge {
+                size,
+                limit: self.config.max_event_bytes,
+            });
+        }
+        let filter = params
+            .filter
+            .compile()
+            .map_err(ClusterError::InvalidQuery)?;
+        let (expected, ltime, origin, alive) = {
+            let mut state = self.state.lock();
+            let expected: BTreeSet<String> = state
+                .members
+                .iter()
+                .filter(|m| m.status == Status::Alive && filter.matches(&m.id.name, &m.tags))
+                .map(|m| m.id.name.clone())
+                .collect();
+            let alive = state.members.count(Status::Alive);
+            let origin = state.members.local().id.name.clone();
+            (expected, state.query_clock.tick(), origin, alive)
+        };
+        let timeout = params
+            .timeout
+            .unwrap_or_else(|| self.config.profile.query_timeout(alive));
+        let id = loop {
+            let id = rand::RngExt::random::<u32>(&mut self.rng);
+            if !self.asked.contains_key(&id) {
+                break id;
+            }
+        };
+        let msg = Broadcast::Query(QueryMsg {
+            ltime,
+            id,
+            name: params.name,
+            payload: params.payload,
+            origin,
+            reply_to: self.foca.identity().addr,
+            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+            filter: params.filter,
+            ack: params.ack,
+        });
+        let size = msg.encode().len();
+        if size > message::MAX_BROADCAST_BYTES {
+            return Err(ClusterError::QueryTooLarge {
+                size,
+                limit: message::MAX_BROADCAST_BYTES,
+            });
+        }
+        let (updates, receiver) = mpsc::unbounded_channel();
+        let pending = PendingQuery::new(expected);
+        let _ = updates.send(QueryUpdate::Started {
+            expected: pending.expected(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        });
+        self.asked.insert(id, Asked { pending, updates });
+        self.timers
+            .schedule(Instant::now() + timeout, Tick::QueryDeadline(id));
+        // Our own copy comes back through foca's handler: we ack and answer like any node.
+        self.add_broadcast(&msg);
+        if self.asked.get(&id).is_some_and(|a| a.pending.complete()) {
+            self.finish_query(id, false);
+        }
+        Ok(receiver)
+    }
+
+    fn on_query_reply(&mut self, reply: QueryReply) {
+        let id = reply.id();
+        let Some(asked) = self.asked.get_mut(&id) else {
+            return; // finished or unknown: a late or stray reply
+        };
+        if let Some(update) = asked.pending.on_reply(reply) {
+            let _ = asked.updates.send(update);
+        }
+        if asked.pending.complete() {
+            self.finish_query(id, false);
+        }
+    }
+
+    fn finish_query(&mut self, id: u32, timed_out: bool) {
+        if let Some(asked) = self.asked.remove(&id) {
+            let _ = asked.updates.send(asked.pending.done(timed_out));
+        }
+    }
+
+    /// A query reached us: ack it if we pass its filter, then answer it (built-in queries)
+    /// or hand it to the handlers.
+    fn accept_query(&mut self, q: QueryMsg) {
+        let (name, tags) = {
+            let state = self.state.lock();
+            let me = state.members.local();
+            (me.id.name.clone(), me.tags.clone())
+        };
+        match q.filter.compile() {
+            Ok(filter) if filter.matches(&name, &tags) => {}
+            Ok(_) => return,
+            Err(e) => {
+                debug!(query = %q.name, origin = %q.origin, "ignoring query with a bad filter: {e}");
+                return;
+            }
+        }
+        if q.ack {
+            let ack = QueryReply::Ack {
+                id: q.id,
+                from: name.clone(),
+            };
+            self.send_kind(Kind::QueryReply, q.reply_to, &ack.encode());
+        }
+        let deadline = Instant::now() + Duration::from_millis(u64::from(q.timeout_ms));
+        self.received.insert(
+            (q.origin.clone(), q.id),
+            Received {
+                reply_to: q.reply_to,
+                deadline,
+            },
+        );
+        if q.name.starts_with(query::INTERNAL_PREFIX) {
+            let answer = self.internal_query(&q.name, &q.payload);
+            self.respond(q.origin, q.id, answer);
+            return;
+        }
+        self.state.lock().outbox.push(Event::Query(QueryEvent {
+            ltime: q.ltime,
+            id: q.id,
+            name: q.name,
+            payload: q.payload,
+            origin: q.origin,
+        }));
+    }
+
+    /// rumor's own queries, answered here without handlers.
+    fn internal_query(&mut self, name: &str, payload: &[u8]) -> Result<Vec<u8>, String> {
+        let change = |make: fn(Key) -> KeyChange| {
+            let text =
+                std::str::from_utf8(payload).map_err(|_| "the key is not text".to_string())?;
+            Key::parse(text).map(make).map_err(|e| e.to_string())
+        };
+        let keys = match name {
+            query::PING => return Ok(b"pong".to_vec()),
+            query::KEYS_LIST => {
+                if self.handle.keyring.read().is_none() {
+                    return Err("encryption is not enabled on this node".into());
+                }
+                self.handle.keyring.list()
+            }
+            query::KEYS_INSTALL => self.handle.keyring.change(&change(KeyChange::Install)?)?,
+            query::KEYS_USE => self.handle.keyring.change(&change(KeyChange::Use)?)?,
+            query::KEYS_REMOVE => self.handle.keyring.change(&change(KeyChange::Remove)?)?,
+            other => return Err(format!("unknown internal query {other:?}")),
+        };
+        if name != query::KEYS_LIST {
+            info!(query = name, keys = keys.len(), "keyring changed");
+        }
+        Ok(serde_json::to_vec(&keys).expect("a list of strings is JSON"))
+    }
+
+    /// Sends this node's answer to a query it received, cut to the response limit.
+    fn respond(&mut self, origin: String, id: u32, answer: Result<Vec<u8>, String>) {
+        let Some(received) = self.received.remove(&(origin.clone(), id)) else {
+            debug!(%origin, id, "answer for a query that is over or unknown: dropped");
+            return;
+        };
+        if received.deadline <= Instant::now() {
+            debug!(%origin, id, "answer after the query's timeout: dropped");
+            return;
+        }
+        let from = self.state.lock().members.local().id.name.clone();
+        let reply = match answer {
+            Ok(mut payload) => {
+                let limit = self.config.max_response_bytes;
+                let truncated = query::truncate_answer(&mut payload, limit);
+                if truncated {
+                    warn!(%origin, id, limit, "query answer longer than max_response_bytes: truncated");
+                }
+                QueryReply::Answer {
+                    id,
+                    from,
+                    payload,
+                    truncated,
+                }
+            }
+            Err(reason) => QueryReply::NoAnswer { id, from, reason },
+        };
+        self.send_kind(Kind::QueryReply, received.reply_to, &reply.encode());
+    }
+
+    // ---- periodic work ----
+
+    fn periodic_push_pull(&mut self) {
+        let interval = self
+            .config
+            .profile
+            .push_pull_interval(self.foca.num_members() + 1);
+        self.timers
+            .schedule(Instant::now() + interval, Tick::PushPull);
+        let peers: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        let Some(&peer) = peers.choose(&mut self.rng) else {
+            return;
+        };
+        let local = self.snapshot(false);
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let result = push_pull::exchange(peer, &local, &handle).await;
+            let cmd = match result {
+                Ok(remote) => Command::Merge {
+                    remote: Box::new(remote),
+                    answer_to_join: false,
+                    reply: None,
+                },
+                Err(e) => {
+                    debug!(%peer, "periodic push-pull failed: {e}");
+                    Command::PushPullFailed
+                }
+            };
+            let _ = handle.commands.send(cmd).await;
+        });
+    }
+
+    fn reap(&mut self) {
+        self.timers
+            .schedule(Instant::now() + REAP_INTERVAL, Tick::Reap);
+        let events = self.state.lock().members.reap(
+            SystemTime::now(),
+            self.config.reconnect_timeout,
+            self.config.tombstone_timeout,
+        );
+        if !events.is_empty() {
+            info!(count = events.len(), "reaped members");
+            self.state.lock().outbox.extend(events);
+            self.flush();
+        }
+    }
+
+    /// Serf's reconnect: a push-pull with one random failed member. If it is reachable again
+    /// (a partition healed, a host came back) the exchange merges both sides' state, events
+    /// included, and foca takes it from there.
+    fn reconnect(&mut self) {
+        self.timers.schedule(
+            Instant::now() + self.config.profile.reconnect_interval(),
+            Tick::Reconnect,
+        );
+        if self.leaving.is_some() {
+            return;
+        }
+        let failed: Vec<SocketAddr> = self
+            .state
+            .lock()
+            .members
+            .iter()
+            .filter(|m| m.status == Status::Failed)
+            .map(|m| m.id.addr)
+            .collect();
+        let Some(&addr) = failed.choose(&mut self.rng) else {
+            return;
+        };
+        let local = self.snapshot(false);
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            match push_pull::exchange(addr, &local, &handle).await {
+                Ok(remote) => {
+                    info!(%addr, "reconnected to a failed member");
+                    let _ = handle
+                        .commands
+                        .send(Command::Merge {
+                            remote: Box::new(remote),
+                            answer_to_join: false,
+                            reply: None,
+                        })
+                        .await;
+                }
+                Err(e) => debug!(%addr, "reconnect failed: {e}"),
+            }
+        });
+    }
+
+    fn schedule_reannounce(&mut self) {
+        if !self.reannounce_scheduled {
+            self.reannounce_scheduled = true;
+            self.timers
+                .schedule(Instant::now() + self.reannounce_backoff, Tick::Reannounce);
+        }
+    }
+
+    /// While cut off (foca stops its own timers when idle), try to join again through the
+    /// configured addresses and every member we ever knew, backing off up to 30 s.
+    fn reannounce(&mut self) {
+        self.reannounce_scheduled = false;
+        if self.connected || self.leaving.is_some() {
+            return;
+        }
+        let mut targets: Vec<String> = self.config.join.clone();
+        targets.extend(self.config.retry_join.iter().cloned());
+        {
+            let state = self.state.lock();
+            let local = &state.members.local().id.name;
+            targets.extend(
+                state
+                    .members
+                    .iter()
+                    .filter(|m| &m.id.name != local)
+                    .map(|m| m.id.addr.to_string()),
+            );
+        }
+        targets.dedup();
+        if targets.is_empty() {
+            return;
+        }
+        debug!(targets = targets.len(), "re-announcing");
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            for target in targets {
+                if push_pull::join_one(&handle, &target).await.is_ok() {
+                    info!(%target, "rejoined the cluster");
+                    return;
+                }
+            }
+        });
+        self.reannounce_backoff = (self.reannounce_backoff * 2).min(REANNOUNCE_MAX);
+        self.schedule_reannounce();
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

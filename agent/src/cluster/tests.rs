@@ -1,0 +1,466 @@
+//! Several real cluster actors in one process, talking over loopback UDP and TCP.
+
+use std::time::Duration;
+
+use rumor_handlers::event::{Event, MemberEventKind, Tags};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+
+use super::*;
+
+struct Node {
+    handle: ClusterHandle,
+    events: mpsc::UnboundedReceiver<Event>,
+    addr: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A loopback node's settings: `local` timing, a `role` tag, generous reap timeouts.
+fn config(name: &str) -> ClusterConfig {
+    ClusterConfig {
+        node: name.to_string(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        advertise: "127.0.0.1:0".parse().unwrap(),
+        profile: Profile::Local,
+        tags: Tags::from([("role".to_string(), format!("r-{name}"))]),
+        join: vec![],
+        retry_join: vec![],
+        max_event_bytes: message::MAX_EVENT_BYTES_CEILING,
+        max_response_bytes: 1024,
+        reconnect_timeout: Duration::from_secs(3600),
+        tombstone_timeout: Duration::from_secs(3600),
+        keyring: None,
+        keyring_file: None,
+        snapshot_file: None,
+        rejoin_after_leave: false,
+    }
+}
+
+async fn node(name: &str) -> Node {
+    let running = start(config(name)).await.expect("start");
+    Node {
+        handle: running.handle,
+        events: running.events,
+        addr: running.local.addr.to_string(),
+        task: running.task,
+    }
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn statuses(n: &Node) -> Vec<(String, Status)> {
+    let mut v: Vec<_> = n
+        .handle
+        .members()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.status))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Drains events until `pred` matches one; returns how many matched in total afterwards.
+async fn next_user_event(n: &mut Node) -> rumor_handlers::event::UserEvent {
+    loop {
+        let e = timeout(Duration::from_secs(10), n.events.recv())
+            .await
+            .expect("event in time")
+            .expect("stream open");
+        if let Event::User(u) = e {
+            return u;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_converge_spread_events_tags_and_leaves() {
+    let mut nodes = Vec::new();
+    for i in 0..5 {
+        nodes.push(node(&format!("n{i}")).await);
+    }
+    let seed = nodes[0].addr.clone();
+    for n in &nodes[1..] {
+        let report = n.handle.join(std::slice::from_ref(&seed)).await.unwrap();
+        assert_eq!(report.joined, 1);
+    }
+    for n in &nodes {
+        wait_for("5 alive members", async || {
+            let s = statuses(n).await;
+            s.len() == 5 && s.iter().all(|(_, st)| *st == Status::Alive)
+        })
+        .await;
+    }
+    // Tags arrived with the members.
+    let members = nodes[4].handle.members().await.unwrap();
+    assert!(
+        members
+            .iter()
+            .all(|m| m.tags["role"] == format!("r-{}", m.name))
+    );
+
+    // A user event reaches every node exactly once, the sender included.
+    let ltime = nodes[2]
+        .handle
+        .send_event("deploy".into(), b"v1".to_vec(), true)
+        .await
+        .unwrap();
+    for n in nodes.iter_mut() {
+        let e = next_user_event(n).await;
+        assert_eq!(
+            (e.name.as_str(), &e.payload[..], e.ltime),
+            ("deploy", &b"v1"[..], ltime)
+        );
+        assert_eq!(e.origin, "n2");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in nodes.iter_mut() {
+        while let Ok(e) = n.events.try_recv() {
+            assert!(!matches!(e, Event::User(_)), "duplicate delivery: {e:?}");
+        }
+    }
+
+    // A tag change reaches everyone.
+    nodes[1]
+        .handle
+        .update_tags(Tags::from([("version".into(), "2".into())]), vec![])
+        .await
+        .unwrap();
+    for n in &nodes {
+        wait_for("tag update", async || {
+            n.handle
+                .members()
+                .await
+                .unwrap()
+                .iter()
+                .any(|m| m.name == "n1" && m.tags.get("version").map(String::as_str) == Some("2"))
+        })
+        .await;
+    }
+
+    // A graceful leave is seen as `left`, and the leaving actor stops.
+    let leaver = nodes.pop().unwrap();
+    timeout(Duration::from_secs(5), leaver.handle.leave())
+        .await
+        .expect("leave completes in time")
+        .unwrap();
+    timeout(Duration::from_secs(1), leaver.task)
+        .await
+        .expect("actor stops")
+        .unwrap();
+    for n in &nodes {
+        wait_for("n4 left", async || {
+            statuses(n)
+                .await
+                .contains(&("n4".to_string(), Status::Left))
+        })
+        .await;
+    }
+    // Nobody saw it fail.
+    for n in nodes.iter_mut() {
+        while let Ok(e) = n.events.try_recv() {
+            if let Event::Member { kind, members } = &e {
+                assert!(
+                    !(*kind == MemberEventKind::Failed && members[0].name == "n4"),
+                    "n4 reported failed"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_allowed_event_crosses_between_nodes_with_the_longest_names() {
+    let a = "a".repeat(identity::MAX_NODE_NAME);
+    let b = "b".repeat(identity::MAX_NODE_NAME);
+    let na = node(&a).await;
+    let mut nb = node(&b).await;
+    nb.handle
+        .join(std::slice::from_ref(&na.addr))
+        .await
+        .unwrap();
+    wait_for("2 members", async || statuses(&na).await.len() == 2).await;
+    let name = "e".repeat(message::MAX_EVENT_NAME);
+    let payload = vec![b'x'; message::MAX_EVENT_BYTES_CEILING - name.len()];
+    na.handle
+        .send_event(name.clone(), payload.clone(), true)
+        .await
+        .unwrap();
+    let e = next_user_event(&mut nb).await;
+    assert_eq!((e.name, e.payload), (name, payload));
+
+    let too_big = vec![b'x'; message::MAX_EVENT_BYTES_CEILING];
+    let err = na
+        .handle
+        .send_event("big".into(), too_big, true)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("limit is 1100 bytes"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_does_not_replay_events_sent_before_it_joined() {
+    let a = node("a").await;
+    let mut b = node("b").await;
+    // Sent while alone: only push-pull can carry it to b.
+    a.handle
+        .send_event("early".into(), vec![], true)
+        .await
+        .unwrap();
+    b.handle.join(std::slice::from_ref(&a.addr)).await.unwrap();
+    // b joined after the event: it must not run handlers for history.
+    a.handle
+        .send_event("later".into(), vec![], true)
+        .await
+        .unwrap();
+    let e = next_user_event(&mut b).await;
+    assert_eq!(e.name, "later");
+}
+
+/// Answers every query this node receives with "NAME:PAYLOAD", as a handler would.
+fn answer_queries(mut n: Node) -> (ClusterHandle, String) {
+    let handle = n.handle.clone();
+    let addr = n.addr.clone();
+    tokio::spawn(async move {
+        while let Some(e) = n.events.recv().await {
+            if let Event::Query(q) = e {
+                let answer = format!("{}:{}", q.name, String::from_utf8_lossy(&q.payload));
+                let _ = n
+                    .handle
+                    .respond(q.origin, q.id, Ok(answer.into_bytes()))
+                    .await;
+            }
+        }
+    });
+    (handle, addr)
+}
+
+async fn collect(
+    mut rx: mpsc::UnboundedReceiver<query::QueryUpdate>,
+) -> (Vec<String>, bool, Vec<String>) {
+    let mut answers = Vec::new();
+    while let Some(u) = rx.recv().await {
+        match u {
+            query::QueryUpdate::Answer { node, payload, .. } => {
+                answers.push(format!("{node}={}", String::from_utf8_lossy(&payload.0)));
+            }
+            query::QueryUpdate::Done { timed_out, missing } => {
+                answers.sort();
+                return (answers, timed_out, missing);
+            }
+            _ => {}
+        }
+    }
+    panic!("query stream ended without Done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_return_as_soon_as_every_expected_node_answered() {
+    let a = node("qa").await;
+    let b = node("qb").await;
+    let c = node("qc").await;
+    let seed = a.addr.clone();
+    b.handle.join(std::slice::from_ref(&seed)).await.unwrap();
+    c.handle.join(std::slice::from_ref(&seed)).await.unwrap();
+    let (ha, _) = answer_queries(a);
+    let (_hb, _) = answer_queries(b);
+    let (_hc, _) = answer_queries(c);
+    wait_for("3 alive", async || {
+        ha.members()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| m.status == Status::Alive)
+            .count()
+            == 3
+    })
+    .await;
+
+    let started = Instant::now();
+    let rx = ha
+        .query(QueryParams {
+            name: "uptime".into(),
+            payload: b"x".to_vec(),
+            timeout: Some(Duration::from_secs(10)),
+            ack: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (answers, timed_out, missing) = collect(rx).await;
+    assert_eq!(answers, ["qa=uptime:x", "qb=uptime:x", "qc=uptime:x"]);
+    assert!(!timed_out && missing.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // Only the node whose role tag matches answers.
+    let rx = ha
+        .query(QueryParams {
+            name: "uptime".into(),
+            filter: query::QueryFilter {
+                nodes: vec![],
+                tags: vec![("role".into(), "r-qb".into())],
+            },
+            timeout: Some(Duration::from_secs(10)),
+            ack: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(collect(rx).await.0, ["qb=uptime:"]);
+
+    // The built-in ping needs no handler.
+    let rx = ha
+        .query(QueryParams {
+            name: query::PING.into(),
+            timeout: Some(Duration::from_secs(10)),
+            ack: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (answers, timed_out, _) = collect(rx).await;
+    assert_eq!(answers, ["qa=pong", "qb=pong", "qc=pong"]);
+    assert!(!timed_out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_answers_are_truncated_with_a_marker_not_dropped() {
+    let a = node("ta").await;
+    let b = node("tb").await;
+    b.handle.join(std::slice::from_ref(&a.addr)).await.unwrap();
+    let ha = a.handle.clone();
+    // tb answers with 5000 bytes; its limit is 1024.
+    let mut b = b;
+    tokio::spawn(async move {
+        while let Some(e) = b.events.recv().await {
+            if let Event::Query(q) = e {
+                let _ = b.handle.respond(q.origin, q.id, Ok(vec![b'x'; 5000])).await;
+            }
+        }
+    });
+    drop(a.events);
+    wait_for("2 alive", async || {
+        ha.members()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| m.status == Status::Alive)
+            .count()
+            == 2
+    })
+    .await;
+    let mut rx = ha
+        .query(QueryParams {
+            name: "big".into(),
+            filter: query::QueryFilter {
+                nodes: vec!["tb".into()],
+                tags: vec![],
+            },
+            timeout: Some(Duration::from_secs(10)),
+            ack: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    loop {
+        match rx.recv().await.expect("an answer before the stream ends") {
+            query::QueryUpdate::Answer {
+                node,
+                payload,
+                truncated,
+            } => {
+                assert_eq!(node, "tb");
+                assert!(truncated);
+                assert_eq!(payload.0.len(), 1024);
+                assert!(payload.0.ends_with(query::TRUNCATED_MARKER));
+                break;
+            }
+            query::QueryUpdate::Done { .. } => panic!("no answer arrived"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_join_keeps_trying_until_the_seed_appears() {
+    // A port with nothing on it yet: the seed will start there later.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let seed_addr = format!("127.0.0.1:{port}");
+    let mut config = config("late-joiner");
+    config.retry_join = vec![seed_addr.clone()];
+    let joiner = start(config.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the first attempts fail
+    config.node = "seed".into();
+    config.bind = seed_addr.parse().unwrap();
+    config.advertise = config.bind;
+    config.retry_join = vec![];
+    let seed = start(config).await.expect("the seed binds the port");
+    wait_for("the joiner to reach the seed", async || {
+        seed.handle.members().await.unwrap().len() == 2
+            && joiner.handle.members().await.unwrap().len() == 2
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_with_a_live_members_name_refuses_to_join_and_both_sides_report_it() {
+    let seed = node("seed").await;
+    let original = node("dup").await;
+    original
+        .handle
+        .join(std::slice::from_ref(&seed.addr))
+        .await
+        .unwrap();
+    wait_for("2 alive", async || {
+        seed.handle.members().await.unwrap().len() == 2
+    })
+    .await;
+
+    let impostor = node("dup").await;
+    let err = impostor
+        .handle
+        .join(std::slice::from_ref(&seed.addr))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already used by a live member"), "{err}");
+    assert!(err.contains(&original.addr), "names the other node: {err}");
+
+    // The seed kept the original and reports the conflict; so does the original itself.
+    wait_for("the conflict reported on the seed", async || {
+        !seed.handle.info().await.unwrap().name_conflicts.is_empty()
+    })
+    .await;
+    let members = seed.handle.members().await.unwrap();
+    let dup = members.iter().find(|m| m.name == "dup").unwrap();
+    assert_eq!(
+        dup.port.to_string(),
+        original.addr.rsplit(':').next().unwrap()
+    );
+    wait_for("the conflict reported on the original", async || {
+        original
+            .handle
+            .info()
+            .await
+            .unwrap()
+            .name_conflicts
+            .iter()
+            .any(|c| c.contains("this node's name"))
+    })
+    .await;
+}
