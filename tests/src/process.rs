@@ -1,0 +1,191 @@
+//! Running a short-lived command with a time bound, capturing its output.
+
+use std::io::Read;
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Runs `cmd` to completion with stdin closed and stdout/stderr captured. If it has not exited
+/// after `timeout`, it is killed and an error describes the command and what it printed.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    // Read both pipes on threads so a chatty child never blocks on a full pipe.
+    let mut out_pipe = child.stdout.take();
+    let mut err_pipe = child.stderr.take();
+    let out = thread::spawn(move || read_all(out_pipe.as_mut()));
+    let err = thread::spawn(move || read_all(err_pipe.as_mut()));
+    let status = wait_timeout(&mut child, timeout);
+    let status = match status {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stdout = out.join().unwrap_or_default();
+            let stderr = err.join().unwrap_or_default();
+            return Err(format!(
+                "{cmd:?} did not finish within {timeout:?}; stdout: {:?}; stderr: {:?}",
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
+            ));
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
+/// Waits up to `timeout` for `child` to exit; `None` if it is still running.
+pub fn wait_timeout(child: &mut std::process::Child, timeout: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if start.elapsed() < timeout => thread::sleep(Duration::from_millis(10)),
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+fn read_all(pipe: Option<&mut impl Read>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(p) = pipe {
+        let _ = p.read_to_end(&mut buf);
+    }
+    buf
+}
+
+/// One `rumor agent` process and its log file: the lifecycle both harnesses share (agents on
+/// loopback ports, and agents inside network namespaces).
+pub struct AgentProcess {
+    name: String,
+    log_path: std::path::PathBuf,
+    child: Option<std::process::Child>,
+    exit: Option<ExitStatus>,
+}
+
+impl AgentProcess {
+    pub fn new(name: &str, log_path: std::path::PathBuf) -> AgentProcess {
+        AgentProcess {
+            name: name.to_owned(),
+            log_path,
+            child: None,
+            exit: None,
+        }
+    }
+
+    /// A freshly spawned process now stands for the agent.
+    pub fn started(&mut self, child: std::process::Child) {
+        self.child = Some(child);
+        self.exit = None;
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
+    /// How the last process ended, if it did.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.exit
+    }
+
+    /// Hands over the running process (to kill it on drop).
+    pub fn take_child(&mut self) -> Option<std::process::Child> {
+        self.child.take()
+    }
+
+    /// Kills the process with SIGKILL (no graceful leave) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            self.exit = child.wait().ok();
+            self.note("killed with SIGKILL");
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if let Some(child) = self.child.as_mut() {
+            let status = wait_timeout(child, timeout)?;
+            self.child = None;
+            self.exit = Some(status);
+            self.note(&format!("exited: {status}"));
+        }
+        self.exit
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(std::process::Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(status))) => {
+                self.exit = Some(status);
+                self.child = None;
+                false
+            }
+            Some(Err(_)) | None => false,
+        }
+    }
+
+    /// Everything the agent's processes wrote, with the harness's notes between them.
+    pub fn log(&self) -> String {
+        std::fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        crate::tail(&self.log(), lines)
+    }
+
+    /// Appends a line to the agent's log so that a reader sees what the harness did when.
+    pub fn note(&self, what: &str) {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+        {
+            let _ = writeln!(f, "=== harness: {} {what} ===", self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_output_and_status() {
+        let out = run_with_timeout(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
+    }
+
+    #[test]
+    fn kills_a_command_that_hangs() {
+        let start = Instant::now();
+        let err = run_with_timeout(
+            Command::new("sh").args(["-c", "echo started; exec sleep 30"]),
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(
+            err.contains("did not finish") && err.contains("started"),
+            "{err}"
+        );
+    }
+}

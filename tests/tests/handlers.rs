@@ -1,0 +1,418 @@
+//! Handlers and queries end to end: real agents running real shell handlers, driven through
+//! the CLI. Handlers record what they got into files named after `$SERF_SELF_NAME`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rumor_tests::{Agent, cluster_slot, test_tempdir, wait_for, write_file};
+use serde_json::Value;
+
+const CONVERGE: Duration = Duration::from_secs(10);
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Starts agents `names` (the first is the seed), each with `extra(name)` arguments, and
+/// waits until every one lists all of them alive.
+fn cluster(names: &[&str], extra: impl Fn(&str) -> Vec<String>) -> Vec<Agent> {
+    let mut agents: Vec<Agent> = Vec::new();
+    for name in names {
+        let mut args = extra(name);
+        if let Some(seed) = agents.first() {
+            args.extend(["--join".to_string(), seed.addr().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        agents.push(Agent::start(name, &args));
+    }
+    for a in &agents {
+        wait_for(CONVERGE, "every agent to list all members alive", || {
+            let alive = a.members()?.iter().filter(|m| m.status == "alive").count();
+            if alive == names.len() {
+                Ok(())
+            } else {
+                Err(format!("{} sees {alive} alive", a.name()))
+            }
+        });
+    }
+    agents
+}
+
+fn info(agent: &Agent) -> Value {
+    serde_json::from_str(&agent.cli_ok(&["info", "--format", "json"])).expect("info is JSON")
+}
+
+fn handler_status(agent: &Agent, name: &str) -> Value {
+    info(agent)["handlers"]
+        .as_array()
+        .expect("handlers array")
+        .iter()
+        .find(|h| h["name"] == name)
+        .unwrap_or_else(|| panic!("no handler {name} in rumor info"))
+        .clone()
+}
+
+#[test]
+fn a_user_event_runs_each_nodes_handler_exactly_once_with_serfs_env_and_stdin() {
+    let _slot = cluster_slot();
+    let dir = test_tempdir();
+    let out = dir.path().display().to_string();
+    let handler = format!(
+        "user:deploy=printf '%s %s\\n' \"$SERF_USER_EVENT\" \"$SERF_USER_LTIME\" >> {out}/$SERF_SELF_NAME; cat >> {out}/$SERF_SELF_NAME"
+    );
+    let agents = cluster(&["ev-1", "ev-2", "ev-3"], |_| {
+        vec!["--event-handler".into(), handler.clone()]
+    });
+    let sent: Value =
+        serde_json::from_str(&agents[1].cli_ok(&["event", "deploy", "v1", "--format", "json"]))
+            .expect("event JSON");
+    let ltime = sent["ltime"].as_u64().expect("ltime");
+    let want = format!("deploy {ltime}\nv1\n");
+    for a in &agents {
+        let file = dir.path().join(a.name());
+        wait_for(CONVERGE, "the handler to run on every node", || {
+            let got = read(&file);
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{}: {got:?}", a.name()))
+            }
+        });
+    }
+    // A later event proves the handlers are idle: nothing ran twice in between.
+    agents[0].cli_ok(&["event", "deploy", "v2"]);
+    for a in &agents {
+        let file = dir.path().join(a.name());
+        wait_for(CONVERGE, "the second event", || {
+            let got = read(&file);
+            if got.ends_with("v2\n") {
+                Ok(())
+            } else {
+                Err(got)
+            }
+        });
+        let got = read(&file);
+        assert_eq!(got.matches("v1\n").count(), 1, "{}: {got}", a.name());
+    }
+}
+
+#[test]
+fn member_events_reach_handlers_in_serfs_stdin_format_byte_for_byte() {
+    let _slot = cluster_slot();
+    let dir = test_tempdir();
+    let record = dir.path().join("ma-1");
+    let handler = format!(
+        "member-join,member-leave=echo \"$SERF_EVENT\" >> {}; cat >> {}",
+        record.display(),
+        record.display()
+    );
+    let seed = Agent::start("ma-1", &["--event-handler", &handler, "--tag", "role=lb"]);
+    let joiner = Agent::start(
+        "ma-2",
+        &[
+            "--join",
+            &seed.addr().to_string(),
+            "--tag",
+            "role=web",
+            "--tag",
+            "dc=east",
+            "--tag",
+            "note=tab\there",
+        ],
+    );
+    let line = "ma-2\t127.0.0.1\tweb\tdc=east,note=tab\\there,role=web\n";
+    let joined = format!("member-join\n{line}");
+    wait_for(CONVERGE, "the member-join handler run", || {
+        let got = read(&record);
+        if got == joined { Ok(()) } else { Err(got) }
+    });
+    let mut joiner = joiner;
+    joiner.cli_ok(&["leave"]);
+    joiner.wait_exit(Duration::from_secs(10));
+    let both = format!("{joined}member-leave\n{line}");
+    wait_for(CONVERGE, "the member-leave handler run", || {
+        let got = read(&record);
+        if got == both { Ok(()) } else { Err(got) }
+    });
+}
+
+#[test]
+fn a_hung_handler_is_killed_with_its_children_and_does_not_delay_others() {
+    let _slot = cluster_slot();
+    let dir = test_tempdir();
+    let d = dir.path().display().to_string();
+    let config = dir.path().join("rumor.toml");
+    write_file(
+        &config,
+        &format!(
+            r#"
+[[handler]]
+name = "slow"
+events = ["user:slow"]
+command = "echo start >> {d}/slow.log; sleep 100 & echo $! > {d}/child.pid; sleep 10; echo finished >> {d}/slow.log"
+timeout = "1s"
+
+[[handler]]
+name = "fast"
+events = ["user:fast"]
+command = "echo ran >> {d}/fast.log"
+"#
+        ),
+    );
+    let agent = Agent::start("hung-1", &["--config", &config.to_string_lossy()]);
+    agent.cli_ok(&["event", "slow"]);
+    let pid_file = dir.path().join("child.pid");
+    wait_for(CONVERGE, "the slow handler to start", || {
+        read(&pid_file)
+            .trim()
+            .parse::<u32>()
+            .map_err(|e| e.to_string())
+    });
+    let child: u32 = read(&pid_file).trim().parse().unwrap();
+
+    // The fast handler runs while the slow one is still inside its run.
+    agent.cli_ok(&["event", "fast"]);
+    wait_for(CONVERGE, "the fast handler to run", || {
+        if read(&dir.path().join("fast.log")) == "ran\n" {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    });
+    let slow = handler_status(&agent, "slow");
+    assert_eq!(
+        slow["timeouts"], 0,
+        "the fast handler waited for the slow one: {slow}"
+    );
+    assert_eq!(slow["running"], true, "{slow}");
+
+    // The slow run is killed at its timeout, background child included.
+    wait_for(CONVERGE, "the slow handler's timeout", || {
+        match handler_status(&agent, "slow")["timeouts"].as_u64() {
+            Some(1) => Ok(()),
+            other => Err(format!("timeouts = {other:?}")),
+        }
+    });
+    wait_for(
+        Duration::from_secs(5),
+        "the background child to be gone",
+        || {
+            if Path::new(&format!("/proc/{child}")).exists() {
+                Err(format!("pid {child} still exists"))
+            } else {
+                Ok(())
+            }
+        },
+    );
+    assert!(!read(&dir.path().join("slow.log")).contains("finished"));
+    assert!(agent.log().contains("timed out"), "the timeout is logged");
+
+    // The next event for the same handler still runs.
+    agent.cli_ok(&["event", "slow"]);
+    wait_for(CONVERGE, "the slow handler to run again", || {
+        let got = read(&dir.path().join("slow.log"));
+        if got == "start\nstart\n" {
+            Ok(())
+        } else {
+            Err(got)
+        }
+    });
+}
+
+#[test]
+fn queries_return_every_answer_without_waiting_for_the_timeout() {
+    let _slot = cluster_slot();
+    let agents = cluster(&["q-web-1", "q-web-2", "q-db-1"], |name| {
+        let role = if name.contains("db") { "db" } else { "web" };
+        vec![
+            "--tag".into(),
+            format!("role={role}"),
+            "--event-handler".into(),
+            "query:uptime=echo \"up on $SERF_SELF_NAME\"; cat".into(),
+        ]
+    });
+    let started = Instant::now();
+    let out = agents[0].cli_ok(&[
+        "query",
+        "uptime",
+        "ping",
+        "--timeout",
+        "10s",
+        "--format",
+        "json",
+    ]);
+    let took = started.elapsed();
+    let result: Value = serde_json::from_str(&out).expect("query JSON");
+    for a in &agents {
+        assert_eq!(
+            result["responses"][a.name()],
+            format!("up on {}\nping\n", a.name()),
+            "{result}"
+        );
+    }
+    assert_eq!(result["acks"].as_array().map(Vec::len), Some(3), "{result}");
+    assert!(
+        took < Duration::from_secs(1),
+        "rumor query took {took:?} with a 10 s timeout"
+    );
+
+    let out = agents[0].cli_ok(&[
+        "query",
+        "uptime",
+        "--tag",
+        "role=db",
+        "--timeout",
+        "10s",
+        "--format",
+        "json",
+    ]);
+    let result: Value = serde_json::from_str(&out).expect("query JSON");
+    let responders: Vec<&String> = result["responses"]
+        .as_object()
+        .expect("responses")
+        .keys()
+        .collect();
+    assert_eq!(responders, ["q-db-1"], "{result}");
+
+    // Internal query names are not for the public API.
+    let refused = agents[0].cli(&["query", "_rumor_ping"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("reserved"));
+}
+
+/// A handler written for Serf, unchanged: keeps a hosts-style file from member events.
+const SERF_HOSTS_SCRIPT: &str = r#"#!/bin/sh
+# Serf event handler: maintain a hosts file of cluster members.
+HOSTS="$HOSTS_DIR/hosts-$SERF_SELF_NAME"
+touch "$HOSTS"
+case "$SERF_EVENT" in
+  member-join)
+    while read -r line; do
+      name=$(printf '%s\n' "$line" | cut -f1)
+      addr=$(printf '%s\n' "$line" | cut -f2)
+      grep -v " $name\$" "$HOSTS" > "$HOSTS.tmp"
+      echo "$addr $name" >> "$HOSTS.tmp"
+      mv "$HOSTS.tmp" "$HOSTS"
+    done
+    ;;
+  member-leave|member-failed)
+    while read -r line; do
+      name=$(printf '%s\n' "$line" | cut -f1)
+      grep -v " $name\$" "$HOSTS" > "$HOSTS.tmp"
+      mv "$HOSTS.tmp" "$HOSTS"
+    done
+    ;;
+esac
+"#;
+
+#[test]
+fn a_handler_script_written_for_serf_runs_unchanged() {
+    let _slot = cluster_slot();
+    let dir = test_tempdir();
+    let script = dir.path().join("hosts-handler.sh");
+    write_file(&script, SERF_HOSTS_SCRIPT);
+    let handler = format!("HOSTS_DIR={} {}", dir.path().display(), script.display());
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .expect("chmod");
+    let mut agents = cluster(&["serf-1", "serf-2", "serf-3"], |name| {
+        if name == "serf-1" {
+            vec!["--event-handler".into(), handler.clone()]
+        } else {
+            vec![]
+        }
+    });
+    let hosts: PathBuf = dir.path().join("hosts-serf-1");
+    let sorted = |text: String| {
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines.sort();
+        lines
+    };
+    wait_for(CONVERGE, "the hosts file to list both joiners", || {
+        let got = sorted(read(&hosts));
+        if got == ["127.0.0.1 serf-2", "127.0.0.1 serf-3"] {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    });
+    agents[2].cli_ok(&["leave"]);
+    agents[2].wait_exit(Duration::from_secs(10));
+    wait_for(CONVERGE, "the hosts file to drop the leaver", || {
+        let got = sorted(read(&hosts));
+        if got == ["127.0.0.1 serf-2"] {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    });
+}
+
+#[test]
+fn a_missing_handler_command_is_reported_per_run_and_the_agent_keeps_going() {
+    let _slot = cluster_slot();
+    let agent = Agent::start(
+        "missing-1",
+        &["--event-handler", "user=/nonexistent/handler.sh"],
+    );
+    agent.cli_ok(&["event", "one"]);
+    agent.cli_ok(&["event", "two"]);
+    wait_for(CONVERGE, "two failed runs", || {
+        match handler_status(&agent, "event-handler-1")["failures"].as_u64() {
+            Some(2) => Ok(()),
+            other => Err(format!("failures = {other:?}")),
+        }
+    });
+    let last = handler_status(&agent, "event-handler-1")["last"].clone();
+    assert_eq!(last["exit_code"], 127, "{last}");
+    let log = agent.log();
+    assert!(
+        log.contains("event-handler-1") && log.contains("/nonexistent/handler.sh"),
+        "the log names the handler and what failed"
+    );
+    // Still serving.
+    agent.cli_ok(&["members"]);
+}
+
+#[test]
+fn handlers_reload_from_the_config_file() {
+    let _slot = cluster_slot();
+    let dir = test_tempdir();
+    let d = dir.path().display().to_string();
+    let config = dir.path().join("rumor.toml");
+    let one = format!(
+        "[[handler]]\nname = \"first\"\nevents = [\"user\"]\ncommand = \"echo first >> {d}/out\"\n"
+    );
+    write_file(&config, &one);
+    let agent = Agent::start("reload-1", &["--config", &config.to_string_lossy()]);
+    let two = format!(
+        "{one}\n[[handler]]\nname = \"second\"\nevents = [\"user\"]\ncommand = \"echo second >> {d}/out\"\n"
+    );
+    write_file(&config, &two);
+    let said = agent.cli_ok(&["reload"]);
+    assert!(said.contains("2 handlers"), "{said}");
+    agent.cli_ok(&["event", "go"]);
+    let out = dir.path().join("out");
+    wait_for(CONVERGE, "both handlers to run", || {
+        let mut got: Vec<String> = read(&out).lines().map(String::from).collect();
+        got.sort();
+        if got == ["first", "second"] {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    });
+    // A broken file is refused and the running handlers stay.
+    write_file(
+        &config,
+        "[[handler]]\nevents = [\"user:\"]\ncommand = \"x\"\n",
+    );
+    let refused = agent.cli(&["reload"]);
+    assert!(
+        !refused.status.success(),
+        "a bad handler file must not reload"
+    );
+    assert_eq!(info(&agent)["handlers"].as_array().map(Vec::len), Some(2));
+}
