@@ -295,9 +295,14 @@ fn check_view(observer: &NsAgent, alive: &[String], failed: &[String]) -> Result
 }
 
 fn push_pulls(a: &NsAgent) -> u64 {
+    counter(a, "push_pull_ok")
+}
+
+/// One of the cluster counters `rumor info` reports (0 when unreadable).
+fn counter(a: &NsAgent, name: &str) -> u64 {
     a.info()
         .ok()
-        .and_then(|i| i["cluster"]["counters"]["push_pull_ok"].as_u64())
+        .and_then(|i| i["cluster"]["counters"][name].as_u64())
         .unwrap_or(0)
 }
 
@@ -566,10 +571,14 @@ fn under_ten_percent_loss_every_event_arrives_once_and_nobody_is_failed() {
         })
         .collect();
     let missed: u64 = watches.iter().map(Watch::missed).sum();
+    let sum = |name: &str| c.agents.iter().map(|a| counter(a, name)).sum::<u64>();
     eprintln!(
-        "FIGURE loss 10% ({p}): false positives over {lossy_for:.1?} of loss, 5 observers: {} {:?}",
+        "FIGURE loss 10% ({p}): false positives over {lossy_for:.1?} of loss, 5 observers: {} {:?} \
+         ({} failed probes raised a suspicion; {} members declared down by confirmation)",
         false_positives.len(),
-        false_positives
+        false_positives,
+        sum("probes_failed"),
+        sum("suspicions_confirmed")
     );
     eprintln!(
         "FIGURE loss 10% ({p}): the rule dropped {} of {} packets ({:.1}%)",

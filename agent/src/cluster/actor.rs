@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, PostcardCodec};
+use foca::{Foca, Member, OwnedNotification, PostcardCodec};
+use rand::RngExt;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rumor_handlers::event::{Event, QueryEvent, Tags, UserEvent};
@@ -25,11 +26,13 @@ use super::handle::{
 use super::identity::NodeId;
 use super::keyring::{Key, KeyChange};
 use super::log_limit::LogLimiter;
-use super::message::{self, Broadcast, LeaveIntent, TagRecord};
+use super::message::{self, Broadcast, LeaveIntent, SuspectReport, TagRecord};
 use super::push_pull::{self, State};
 use super::query::{self, PendingQuery, QueryMsg, QueryReply, QueryUpdate};
+use super::runtime::SwimRuntime;
 use super::snapshot::Snapshotter;
 use super::state::{self, SharedState, SwimNode};
+use super::suspicion::{self, ProbeStep, Suspicions};
 use super::timers::{Tick, TimerQueue};
 use super::wire::{self, Kind, MAX_DATAGRAM};
 
@@ -42,6 +45,8 @@ const REAP_INTERVAL: Duration = Duration::from_secs(2);
 const REANNOUNCE_FIRST: Duration = Duration::from_secs(1);
 const REANNOUNCE_MAX: Duration = Duration::from_secs(30);
 const QUERY_EXPIRY_INTERVAL: Duration = Duration::from_secs(5);
+/// At most one catch-up push-pull with a member back from failed per this interval.
+const CATCH_UP_SPACING: Duration = Duration::from_secs(1);
 /// How often changes reach the snapshot file (each write is fsync'd).
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -65,7 +70,7 @@ struct Leaving {
 pub(crate) struct Actor {
     config: ClusterConfig,
     foca: SwimNode,
-    runtime: AccumulatingRuntime<NodeId>,
+    runtime: SwimRuntime,
     state: SharedState,
     socket: Arc<UdpSocket>,
     timers: TimerQueue,
@@ -88,6 +93,10 @@ pub(crate) struct Actor {
     crypto_log: LogLimiter,
     asked: HashMap<u32, Asked>,
     received: HashMap<(String, u32), Received>,
+    /// When the last catch-up push-pull with a returning member started.
+    last_catch_up: Option<Instant>,
+    /// Suspicions being confirmed by independent members (fast failure detection).
+    suspicions: Suspicions,
     /// Members and clocks written to disk, so a restart rejoins on its own.
     snapshot: Option<Snapshotter>,
     /// This process continues an earlier one (from its snapshot): its first join is a rejoin,
@@ -117,7 +126,7 @@ impl Actor {
         Actor {
             config,
             foca,
-            runtime: AccumulatingRuntime::new(),
+            runtime: SwimRuntime::new(),
             state,
             socket,
             timers: TimerQueue::default(),
@@ -138,6 +147,8 @@ impl Actor {
             crypto_log: LogLimiter::default(),
             asked: HashMap::new(),
             received: HashMap::new(),
+            suspicions: Suspicions::default(),
+            last_catch_up: None,
             restarted: snapshot.as_ref().is_some_and(|(_, restarted)| *restarted),
             snapshot: snapshot.map(|(s, _)| s),
         }
@@ -218,6 +229,14 @@ impl Actor {
                 Ok(reply) => self.on_query_reply(reply),
                 Err(e) => self.reject(from, &format!("malformed query reply: {e}")),
             },
+            Ok((Kind::Ping, body)) => match wire::parse_nonce(&body) {
+                Some(nonce) => self.send_kind(Kind::Ack, from, &wire::nonce_body(nonce)),
+                None => self.reject(from, "malformed ping"),
+            },
+            Ok((Kind::Ack, body)) => match wire::parse_nonce(&body) {
+                Some(nonce) => self.suspicions.answered(nonce),
+                None => self.reject(from, "malformed ack"),
+            },
             Ok((kind, _)) => self.reject(from, &format!("a {kind:?} frame is not valid over UDP")),
             Err(e) if e.is_crypto() => {
                 self.state.lock().counters.packets_undecryptable += 1;
@@ -264,9 +283,14 @@ impl Actor {
                         self.flush();
                     }
                 }
+                Tick::ConfirmSuspect(member) => {
+                    let step = self.suspicions.probe_step(&member);
+                    self.confirm_step(member, step);
+                }
                 Tick::ExpireQueries => {
                     let now = Instant::now();
                     self.received.retain(|_, r| r.deadline > now);
+                    self.suspicions.expire(now.into_std());
                     self.timers
                         .schedule(now + QUERY_EXPIRY_INTERVAL, Tick::ExpireQueries);
                 }
@@ -343,15 +367,15 @@ impl Actor {
     /// notifications or relays cause more work.
     fn flush(&mut self) {
         loop {
-            while let Some((to, data)) = self.runtime.to_send() {
+            while let Some((to, data)) = self.runtime.next_send() {
                 self.send(to.addr, &data);
             }
             let now = Instant::now();
-            while let Some((after, timer)) = self.runtime.to_schedule() {
+            while let Some((after, timer)) = self.runtime.next_timer() {
                 self.timers.schedule(now + after, Tick::Swim(timer));
             }
             let mut more = false;
-            while let Some(notification) = self.runtime.to_notify() {
+            while let Some(notification) = self.runtime.next_notification() {
                 self.on_notification(notification);
                 more = true;
             }
@@ -377,6 +401,11 @@ impl Actor {
             let queries = std::mem::take(&mut self.state.lock().query_inbox);
             for q in queries {
                 self.accept_query(q);
+            }
+            let reports = std::mem::take(&mut self.state.lock().suspect_inbox);
+            for report in reports {
+                self.on_suspect_report(report);
+                more = true;
             }
             if !more && self.runtime.backlog() == 0 {
                 break;
@@ -414,6 +443,7 @@ impl Actor {
         match notification {
             OwnedNotification::MemberUp(id) => {
                 info!(member = %id, "member alive");
+                self.catch_up_if_back(&id);
                 if let Some(s) = self.snapshot.as_mut() {
                     s.alive(&id.name, id.addr);
                 }
@@ -421,6 +451,7 @@ impl Actor {
                 self.state.lock().outbox.extend(events);
             }
             OwnedNotification::MemberDown(id) => {
+                self.suspicions.forget(&id);
                 if let Some(s) = self.snapshot.as_mut() {
                     s.not_alive(&id.name);
                 }
@@ -442,6 +473,9 @@ impl Actor {
             }
             OwnedNotification::Rename(old, new) => {
                 let active = self.foca.iter_members().any(|m| m.id() == &new);
+                if active {
+                    self.catch_up_if_back(&new);
+                }
                 if active && let Some(s) = self.snapshot.as_mut() {
                     s.alive(&new.name, new.addr);
                 }
@@ -476,6 +510,12 @@ impl Actor {
                 warn!(identity = %id, "the cluster declared this node dead; rejoined as a new generation");
                 self.state.lock().members.set_local_id(id);
             }
+            OwnedNotification::ProbeFailed(_, id) => {
+                self.state.lock().counters.probes_failed += 1;
+                self.report_suspect(id);
+            }
+            // Filtered out by `SwimRuntime`.
+            OwnedNotification::DataReceived(_) | OwnedNotification::DataSent(_) => {}
         }
     }
 
@@ -487,6 +527,127 @@ impl Actor {
             if let Err(e) = self.foca.set_config(self.config.profile.foca_config(live)) {
                 warn!("could not resize foca's config for {live} members: {e}");
             }
+        }
+    }
+
+    /// A member we had written off is back (a healed partition, a host back up): what each
+    /// side sent meanwhile has left gossip, so exchange state with it now rather than at the
+    /// next periodic push-pull. One such exchange a second is enough: all of the other side's
+    /// events arrive through it.
+    fn catch_up_if_back(&mut self, id: &NodeId) {
+        let was_failed = self
+            .state
+            .lock()
+            .members
+            .get(&id.name)
+            .is_some_and(|m| m.status == Status::Failed);
+        let recently = self
+            .last_catch_up
+            .is_some_and(|t| t.elapsed() < CATCH_UP_SPACING);
+        if was_failed && !recently && self.leaving.is_none() {
+            self.catch_up_with(id.addr, "caught up with a member back from failed");
+        }
+    }
+
+    // ---- suspicion confirmation (see suspicion.rs) ----
+
+    /// Our probe of `member` failed (foca now suspects it): tell everyone.
+    fn report_suspect(&mut self, member: NodeId) {
+        let Some(incarnation) = self
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id() == &member && m.state() != foca::State::Down)
+            .map(|m| m.incarnation())
+        else {
+            return;
+        };
+        let reporter = self.state.lock().members.local().id.name.clone();
+        debug!(%member, incarnation, "probe failed; reporting the suspicion");
+        let report = Broadcast::Suspect(SuspectReport {
+            member,
+            incarnation,
+            reporter,
+        });
+        // Our own copy comes back through the broadcast handler into the suspect inbox.
+        if let Err(e) = self.foca.add_broadcast(&report.encode()) {
+            error!("could not queue a suspicion report: {e}");
+        }
+    }
+
+    /// A report (ours or another member's): count it, declare the member down once enough
+    /// members agree, or help confirm it by pinging the suspect ourselves.
+    fn on_suspect_report(&mut self, report: SuspectReport) {
+        let local = self.foca.identity().clone();
+        if report.member.name == local.name {
+            if report.member == local {
+                // Refute at once, rather than when foca's gossip brings us the suspicion:
+                // foca answers a suspicion of itself with a higher incarnation.
+                let me = Member::new(local, report.incarnation, foca::State::Suspect);
+                if let Err(e) = self
+                    .foca
+                    .apply_many(std::iter::once(me), true, &mut self.runtime)
+                {
+                    debug!("refuting a suspicion: {e}");
+                }
+            }
+            return;
+        }
+        let reporters = self.suspicions.report(&report, Instant::now().into_std());
+        if reporters == 0 {
+            return; // about an incarnation that was refuted already
+        }
+        let alive = self.foca.num_members() + 1;
+        let Some(needed) = suspicion::needed(alive) else {
+            return;
+        };
+        if let Some(incarnation) = self.suspicions.take_verdict(&report.member, needed) {
+            self.declare_down(report.member, incarnation, needed);
+            return;
+        }
+        // Only members we know as alive are pinged: a report cannot aim our pings elsewhere.
+        let known = self.foca.iter_members().any(|m| m.id() == &report.member);
+        let first_heard = reporters == 1 && report.reporter != local.name;
+        if known && first_heard && self.rng.random_bool(suspicion::probe_chance(alive)) {
+            let step = self.suspicions.start_probe(&report.member);
+            self.confirm_step(report.member, step);
+        }
+    }
+
+    fn confirm_step(&mut self, member: NodeId, step: ProbeStep) {
+        match step {
+            ProbeStep::Ping(nonce) => {
+                self.send_kind(Kind::Ping, member.addr, &wire::nonce_body(nonce));
+                let next = Instant::now() + self.config.profile.confirm_ping_interval();
+                self.timers.schedule(next, Tick::ConfirmSuspect(member));
+            }
+            ProbeStep::Report(_) => {
+                self.report_suspect(member);
+                self.flush();
+            }
+            ProbeStep::Done => {}
+        }
+    }
+
+    /// Enough members could not reach `member`: declare it down now, unless it refuted the
+    /// suspicion (a higher incarnation) or is down already.
+    fn declare_down(&mut self, member: NodeId, incarnation: foca::Incarnation, reporters: usize) {
+        let current = self
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id() == &member)
+            .map(|m| (m.incarnation(), m.state() != foca::State::Down));
+        match current {
+            Some((known, true)) if known <= incarnation => {}
+            _ => return,
+        }
+        info!(%member, reporters, "declaring the member down: independent members could not reach it");
+        self.state.lock().counters.suspicions_confirmed += 1;
+        let down = Member::new(member, incarnation, foca::State::Down);
+        if let Err(e) = self
+            .foca
+            .apply_many(std::iter::once(down), true, &mut self.runtime)
+        {
+            debug!("declaring a member down: {e}");
         }
     }
 
@@ -1051,12 +1212,19 @@ impl Actor {
         let Some(&addr) = failed.choose(&mut self.rng) else {
             return;
         };
+        self.catch_up_with(addr, "reconnected to a failed member");
+    }
+
+    /// A push-pull with `addr` whose result is merged: members, tags and the events either
+    /// side missed.
+    fn catch_up_with(&mut self, addr: SocketAddr, what: &'static str) {
+        self.last_catch_up = Some(Instant::now());
         let local = self.snapshot(false);
         let handle = self.handle.clone();
         tokio::spawn(async move {
             match push_pull::exchange(addr, &local, &handle).await {
                 Ok(remote) => {
-                    info!(%addr, "reconnected to a failed member");
+                    info!(%addr, "{what}");
                     let _ = handle
                         .commands
                         .send(Command::Merge {

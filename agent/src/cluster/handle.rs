@@ -125,6 +125,11 @@ pub struct Counters {
     pub push_pull_failed: u64,
     /// Incoming push-pulls refused because their source exceeded the rate limit.
     pub push_pull_rate_limited: u64,
+    /// Probes of ours that got no answer, directly or indirectly: each starts a suspicion.
+    pub probes_failed: u64,
+    /// Members this node declared down because independent members confirmed a suspicion
+    /// (before foca's suspicion timer would have).
+    pub suspicions_confirmed: u64,
 }
 
 /// One recently seen user event, for `rumor events`.

@@ -1,5 +1,5 @@
 //! The messages rumor spreads on top of foca's gossip (as foca "custom broadcasts"): tag
-//! records, user events and leave intents. Each is a version byte followed by postcard.
+//! records, user events, leave intents, queries and suspicion reports. Each is a version byte followed by postcard.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -7,7 +7,7 @@ use rumor_handlers::event::{Tags, UserEvent};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::identity::MAX_NODE_NAME;
+use super::identity::{MAX_NODE_NAME, NodeId};
 use super::query::QueryMsg;
 use super::wire::SWIM_PACKET_SIZE;
 
@@ -65,6 +65,15 @@ pub struct LeaveIntent {
     pub prune: bool,
 }
 
+/// "REPORTER could not reach MEMBER at this incarnation": one vote towards declaring it down
+/// without waiting out foca's suspicion timer (see `suspicion.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspectReport {
+    pub member: NodeId,
+    pub incarnation: foca::Incarnation,
+    pub reporter: String,
+}
+
 /// One item spread through the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Broadcast {
@@ -76,6 +85,7 @@ pub enum Broadcast {
     },
     Leave(LeaveIntent),
     Query(QueryMsg),
+    Suspect(SuspectReport),
 }
 
 #[derive(Debug, Error)]
@@ -136,6 +146,10 @@ impl Broadcast {
                     return bad(format!("query {} is too large", q.name));
                 }
             }
+            Broadcast::Suspect(r) => {
+                check_node_name(&r.member.name).or_else(bad)?;
+                check_node_name(&r.reporter).or_else(bad)?;
+            }
         }
         Ok(())
     }
@@ -164,6 +178,12 @@ impl Broadcast {
                 origin: q.origin.clone(),
                 id: q.id,
             },
+            Broadcast::Suspect(r) => BroadcastKey::Suspect {
+                member: r.member.name.clone(),
+                generation: r.member.generation,
+                incarnation: r.incarnation,
+                reporter: r.reporter.clone(),
+            },
         }
     }
 }
@@ -187,6 +207,12 @@ pub enum BroadcastKey {
     Query {
         origin: String,
         id: u32,
+    },
+    Suspect {
+        member: String,
+        generation: u64,
+        incarnation: foca::Incarnation,
+        reporter: String,
     },
 }
 

@@ -22,9 +22,11 @@ pub(crate) mod push_pull;
 pub mod query;
 mod rate_limit;
 mod recent;
+mod runtime;
 pub mod sim;
 pub mod snapshot;
 mod state;
+mod suspicion;
 mod timers;
 pub mod wire;
 

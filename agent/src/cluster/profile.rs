@@ -119,6 +119,16 @@ impl Profile {
         }
     }
 
+    /// Time between the pings a member sends to a suspect to confirm a suspicion (three of
+    /// them, then it reports). 100 ms is a hundred LAN round trips, and also covers the
+    /// scheduling hiccups of a loaded machine running many `local` agents.
+    pub fn confirm_ping_interval(self) -> Duration {
+        match self {
+            Profile::Lan | Profile::Local => Duration::from_millis(100),
+            Profile::Wan => Duration::from_millis(500),
+        }
+    }
+
     /// Timeout for one TCP push-pull exchange (connect, send, receive).
     pub fn push_pull_timeout(self) -> Duration {
         match self {

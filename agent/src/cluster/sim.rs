@@ -36,7 +36,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use foca::{AccumulatingRuntime, Foca, Member, PostcardCodec, Timer};
+use foca::{Foca, Member, PostcardCodec, Timer};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rumor_handlers::event::{Event, Tags, UserEvent};
@@ -45,6 +45,7 @@ use serde::Serialize;
 use super::identity::NodeId;
 use super::message::Broadcast;
 use super::profile::Profile;
+use super::runtime::SwimRuntime;
 use super::state::{self, ClusterState, SharedState, SwimNode};
 use super::timers::Scheduled;
 use super::wire::HEADER_LEN;
@@ -196,7 +197,7 @@ struct Outcome {
 struct World {
     nodes: Vec<Node>,
     /// One runtime for all nodes: it is drained completely after every call into a foca.
-    runtime: AccumulatingRuntime<NodeId>,
+    runtime: SwimRuntime,
     queue: BinaryHeap<Reverse<Scheduled<u64, Work>>>,
     seq: u64,
     now: u64,
@@ -297,7 +298,7 @@ impl World {
         let (lo, hi) = params.latency;
         let mut world = World {
             nodes,
-            runtime: AccumulatingRuntime::new(),
+            runtime: SwimRuntime::new(),
             queue: BinaryHeap::new(),
             seq: 0,
             now: 0,
@@ -408,7 +409,7 @@ impl World {
         loop {
             self.drain(i, self.now);
             let mut more = false;
-            while self.runtime.to_notify().is_some() {
+            while self.runtime.next_notification().is_some() {
                 more = true; // the member table is not modelled (see the module docs)
             }
             let relay = std::mem::take(&mut self.nodes[i].state.lock().relay);
@@ -436,10 +437,10 @@ impl World {
 
     /// Sends what node `i`'s foca asked to send, and schedules its timers from `base`.
     fn drain(&mut self, i: usize, base: u64) {
-        while let Some((to, data)) = self.runtime.to_send() {
-            self.send(i, to.addr, data);
+        while let Some((to, data)) = self.runtime.next_send() {
+            self.send(i, to.addr, Bytes::from(data));
         }
-        while let Some((after, timer)) = self.runtime.to_schedule() {
+        while let Some((after, timer)) = self.runtime.next_timer() {
             let introduces_strangers = matches!(
                 timer,
                 Timer::ProbeRandomMember(_)

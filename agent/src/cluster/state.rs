@@ -17,12 +17,15 @@ use super::identity::NodeId;
 use super::lamport::LamportClock;
 use super::latency::LatencyHistogram;
 use super::members::MemberTable;
-use super::message::{Broadcast, BroadcastKey, MessageError};
+use super::message::{Broadcast, BroadcastKey, MessageError, SuspectReport};
 use super::query::QueryMsg;
 use super::recent::RecentSet;
+use super::runtime::SwimRuntime;
 
 /// How many queries are remembered to recognise copies of them.
 const QUERY_MEMORY: usize = 4096;
+/// How many suspicion reports are remembered to recognise copies of them.
+const SUSPECT_MEMORY: usize = 4096;
 /// Bound on user events held while a first join is in flight.
 const MAX_HELD_EVENTS: usize = 1024;
 
@@ -35,6 +38,9 @@ pub struct ClusterState {
     recent_queries: RecentSet<(String, u32)>,
     /// New queries for the actor to ack, filter and hand to the handlers.
     pub query_inbox: Vec<QueryMsg>,
+    recent_suspicions: RecentSet<(NodeId, foca::Incarnation, String)>,
+    /// New suspicion reports (ours included) for the actor to count and act on.
+    pub suspect_inbox: Vec<SuspectReport>,
     /// Nodes announced by their own tag record that we had never heard of: the actor adds
     /// them to foca's membership.
     pub joins_inbox: Vec<NodeId>,
@@ -59,6 +65,8 @@ impl ClusterState {
             query_clock: LamportClock::default(),
             recent_queries: RecentSet::new(QUERY_MEMORY),
             query_inbox: Vec::new(),
+            recent_suspicions: RecentSet::new(SUSPECT_MEMORY),
+            suspect_inbox: Vec::new(),
             joins_inbox: Vec::new(),
             held_events: None,
             outbox: Vec::new(),
@@ -98,6 +106,18 @@ impl ClusterState {
                 }
                 self.query_clock.witness(query.ltime);
                 self.query_inbox.push(query);
+                true
+            }
+            Broadcast::Suspect(report) => {
+                let key = (
+                    report.member.clone(),
+                    report.incarnation,
+                    report.reporter.clone(),
+                );
+                if !self.recent_suspicions.insert(key) {
+                    return false;
+                }
+                self.suspect_inbox.push(report);
                 true
             }
             Broadcast::User {
@@ -185,10 +205,7 @@ pub const EAGER_RELAY_ROUNDS: usize = 2;
 
 /// Pushes what is new in the broadcast backlog to a few random members at once, instead of
 /// waiting for the next gossip round.
-pub fn relay_eagerly(
-    foca: &mut SwimNode,
-    runtime: &mut foca::AccumulatingRuntime<NodeId>,
-) -> Result<(), foca::Error> {
+pub fn relay_eagerly(foca: &mut SwimNode, runtime: &mut SwimRuntime) -> Result<(), foca::Error> {
     for _ in 0..EAGER_RELAY_ROUNDS {
         foca.broadcast(&mut *runtime)?;
     }
@@ -307,7 +324,7 @@ mod tests {
         /// and mutated packets give errors, never a panic, and leave the state usable.
         #[test]
         fn foca_payloads_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1400)) {
-            use foca::{AccumulatingRuntime, Foca, PostcardCodec};
+            use foca::{Foca, PostcardCodec};
             let local = NodeId {
                 name: "local".into(),
                 addr: "127.0.0.1:1".parse().unwrap(),
@@ -322,7 +339,7 @@ mod tests {
                 PostcardCodec,
                 state.clone(),
             );
-            let mut runtime = AccumulatingRuntime::new();
+            let mut runtime = SwimRuntime::new();
             let _ = foca.handle_data(&data, &mut runtime);
             // Still works afterwards.
             let _ = state.lock().members.local();

@@ -37,7 +37,11 @@ fn config(name: &str) -> ClusterConfig {
 }
 
 async fn node(name: &str) -> Node {
-    let running = start(config(name)).await.expect("start");
+    node_with(config(name)).await
+}
+
+async fn node_with(config: ClusterConfig) -> Node {
+    let running = start(config).await.expect("start");
     Node {
         handle: running.handle,
         events: running.events,
@@ -51,6 +55,16 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every node lists `name` with `status`.
+async fn wait_listed(nodes: &[Node], name: &str, status: Status) {
+    for n in nodes {
+        wait_for(&format!("{name} {status:?}"), async || {
+            statuses(n).await.contains(&(name.to_string(), status))
+        })
+        .await;
     }
 }
 
@@ -155,14 +169,7 @@ async fn five_nodes_converge_spread_events_tags_and_leaves() {
         .await
         .expect("actor stops")
         .unwrap();
-    for n in &nodes {
-        wait_for("n4 left", async || {
-            statuses(n)
-                .await
-                .contains(&("n4".to_string(), Status::Left))
-        })
-        .await;
-    }
+    wait_listed(&nodes, "n4", Status::Left).await;
     // Nobody saw it fail.
     for n in nodes.iter_mut() {
         while let Ok(e) = n.events.try_recv() {
@@ -389,6 +396,55 @@ async fn long_answers_are_truncated_with_a_marker_not_dropped() {
             query::QueryUpdate::Done { .. } => panic!("no answer arrived"),
             _ => {}
         }
+    }
+}
+
+/// A crashed member is declared failed by independent confirmations (suspicion.rs), before
+/// foca's suspicion timer would have: on `lan` timing that timer alone takes 4·log10(5) = 2.8 s
+/// after the first failed probe, and the confirmation counter shows which path decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_member_is_declared_failed_by_confirmed_suspicion() {
+    let mut nodes = Vec::new();
+    for i in 0..5 {
+        let mut c = config(&format!("c{i}"));
+        c.profile = Profile::Lan;
+        nodes.push(node_with(c).await);
+    }
+    let seed = nodes[0].addr.clone();
+    for n in &nodes[1..] {
+        n.handle.join(std::slice::from_ref(&seed)).await.unwrap();
+    }
+    for n in &nodes {
+        wait_for("5 alive members", async || {
+            let s = statuses(n).await;
+            s.len() == 5 && s.iter().all(|(_, st)| *st == Status::Alive)
+        })
+        .await;
+    }
+    // Crash c4: its actor and socket vanish without a word.
+    let crashed = nodes.pop().unwrap();
+    crashed.task.abort();
+    let _ = crashed.task.await;
+    let killed = Instant::now();
+    wait_listed(&nodes, "c4", Status::Failed).await;
+    let took = killed.elapsed();
+    let mut confirmed = 0;
+    for n in &nodes {
+        confirmed += n.handle.info().await.unwrap().counters.suspicions_confirmed;
+    }
+    eprintln!("c4 declared failed everywhere {took:?} after the crash ({confirmed} confirmed)");
+    assert!(
+        confirmed > 0,
+        "no node declared c4 down by confirmation; foca's timer did it after {took:?}"
+    );
+    // Nobody alive was declared failed on the way.
+    for n in &nodes {
+        let s = statuses(n).await;
+        assert_eq!(
+            s.iter().filter(|(_, st)| *st == Status::Alive).count(),
+            4,
+            "{s:?}"
+        );
     }
 }
 

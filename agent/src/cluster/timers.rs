@@ -32,6 +32,8 @@ pub enum Tick {
     SnapshotFlush,
     /// Try to reach a failed member again.
     Reconnect,
+    /// The next step of confirming a suspicion of this member (ping again, or report it).
+    ConfirmSuspect(NodeId),
 }
 
 /// Something due at `at`, ordered by time and then by insertion, so items due at the same

@@ -34,6 +34,10 @@ pub enum Kind {
     PushPull = 2,
     /// A query ack or answer sent straight to the asker.
     QueryReply = 3,
+    /// "Are you there?" to a suspect member, confirming a suspicion; the body is a nonce.
+    Ping = 4,
+    /// The answer to a [`Kind::Ping`], echoing its nonce.
+    Ack = 5,
 }
 
 impl Kind {
@@ -42,9 +46,21 @@ impl Kind {
             1 => Some(Kind::Swim),
             2 => Some(Kind::PushPull),
             3 => Some(Kind::QueryReply),
+            4 => Some(Kind::Ping),
+            5 => Some(Kind::Ack),
             _ => None,
         }
     }
+}
+
+/// The body of a [`Kind::Ping`] or [`Kind::Ack`].
+pub fn nonce_body(nonce: u64) -> [u8; 8] {
+    nonce.to_be_bytes()
+}
+
+/// The nonce in a [`Kind::Ping`] or [`Kind::Ack`] body, if it is one.
+pub fn parse_nonce(body: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(body.try_into().ok()?))
 }
 
 /// Why a packet was rejected.

@@ -132,6 +132,25 @@ pub fn render(s: &Snapshot<'_>) -> String {
         n.push_pull_rate_limited,
     );
 
+    out.family(
+        "rumor_probes_failed_total",
+        "counter",
+        "Probes of this node that no member answered, directly or indirectly (each makes the \
+         member suspect until it refutes or is declared failed).",
+    );
+    out.sample("rumor_probes_failed_total", &[], n.probes_failed);
+    out.family(
+        "rumor_suspicions_confirmed_total",
+        "counter",
+        "Members this node declared failed because several members independently could not \
+         reach them (before the suspicion timeout).",
+    );
+    out.sample(
+        "rumor_suspicions_confirmed_total",
+        &[],
+        n.suspicions_confirmed,
+    );
+
     let latency = &c.event_latency;
     out.family(
         "rumor_event_dissemination_seconds",
@@ -301,6 +320,8 @@ mod tests {
                 push_pull_ok: 12,
                 push_pull_failed: 3,
                 push_pull_rate_limited: 7,
+                probes_failed: 5,
+                suspicions_confirmed: 1,
             },
         }
     }
