@@ -27,7 +27,7 @@ use super::identity::NodeId;
 use super::keyring::{Key, KeyChange};
 use super::log_limit::LogLimiter;
 use super::message::{self, Broadcast, LeaveIntent, SuspectReport, TagRecord};
-use super::push_pull::{self, State};
+use super::push_pull::{self, Mode, State};
 use super::query::{self, PendingQuery, QueryMsg, QueryReply, QueryUpdate};
 use super::runtime::SwimRuntime;
 use super::snapshot::Snapshotter;
@@ -346,6 +346,11 @@ impl Actor {
                 if let Some(reply) = reply {
                     let _ = reply.send(());
                 }
+            }
+            Command::PushPullInSync => {
+                let counters = &mut self.state.lock().counters;
+                counters.push_pull_ok += 1;
+                counters.push_pull_in_sync += 1;
             }
             Command::PushPullFailed => self.state.lock().counters.push_pull_failed += 1,
             Command::PushPullRateLimited => {
@@ -1159,13 +1164,14 @@ impl Actor {
         let local = self.snapshot(false);
         let handle = self.handle.clone();
         tokio::spawn(async move {
-            let result = push_pull::exchange(peer, &local, &handle).await;
+            let result = push_pull::exchange(peer, local, Mode::Digest, &handle).await;
             let cmd = match result {
-                Ok(remote) => Command::Merge {
+                Ok(Some(remote)) => Command::Merge {
                     remote: Box::new(remote),
                     answer_to_join: false,
                     reply: None,
                 },
+                Ok(None) => Command::PushPullInSync,
                 Err(e) => {
                     debug!(%peer, "periodic push-pull failed: {e}");
                     Command::PushPullFailed
@@ -1222,8 +1228,8 @@ impl Actor {
         let local = self.snapshot(false);
         let handle = self.handle.clone();
         tokio::spawn(async move {
-            match push_pull::exchange(addr, &local, &handle).await {
-                Ok(remote) => {
+            match push_pull::exchange(addr, local, Mode::Full, &handle).await {
+                Ok(Some(remote)) => {
                     info!(%addr, "{what}");
                     let _ = handle
                         .commands
@@ -1234,6 +1240,7 @@ impl Actor {
                         })
                         .await;
                 }
+                Ok(None) => {} // a full exchange always answers with a state
                 Err(e) => debug!(%addr, "reconnect failed: {e}"),
             }
         });

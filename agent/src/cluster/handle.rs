@@ -121,7 +121,10 @@ pub struct Counters {
     pub events_received: u64,
     pub events_duplicate: u64,
     pub events_too_old: u64,
+    /// Successful exchanges, those that found both sides in sync included.
     pub push_pull_ok: u64,
+    /// Exchanges whose digests matched, so no state crossed.
+    pub push_pull_in_sync: u64,
     pub push_pull_failed: u64,
     /// Incoming push-pulls refused because their source exceeded the rate limit.
     pub push_pull_rate_limited: u64,
@@ -184,6 +187,8 @@ pub(crate) enum Command {
         answer_to_join: bool,
         reply: Option<oneshot::Sender<()>>,
     },
+    /// A push-pull (either side) found both states the same: nothing to merge (counted).
+    PushPullInSync,
     /// A push-pull we started failed (counted, and retried by the actor's timers).
     PushPullFailed,
     /// An incoming push-pull stream failed the encryption check (counted).
@@ -316,6 +321,14 @@ impl ClusterHandle {
 
     pub(crate) async fn snapshot(&self, join: bool) -> Result<push_pull::State, ClusterError> {
         self.ask(|reply| Command::Snapshot { join, reply }).await
+    }
+
+    /// Counts an exchange that found both sides in sync.
+    pub(crate) async fn in_sync(&self) -> Result<(), ClusterError> {
+        self.commands
+            .send(Command::PushPullInSync)
+            .await
+            .map_err(|_| ClusterError::Stopped)
     }
 
     pub(crate) async fn merge(

@@ -4,7 +4,14 @@
 //!
 //! One exchange: the initiator sends its state frame, the responder answers with its own, and
 //! both merge what they got. A frame is the envelope header, a 4-byte big-endian length and
-//! the postcard-encoded [`State`]; the length is checked against a limit before reading.
+//! the postcard-encoded [`Offer`] or [`Reply`]; the length is checked against a limit before
+//! reading.
+//!
+//! Periodic exchanges open with a digest of the state instead ([`Mode::Digest`]): in a
+//! converged cluster both sides hold the same members and events, the responder says so
+//! ([`Reply::InSync`]) and nothing more crosses — this is most of the idle traffic otherwise.
+//! When the digests differ the responder sends its state and the initiator follows with its
+//! own, so both still merge everything.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumor_handlers::event::UserEvent;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -24,6 +32,7 @@ use super::identity::NodeId;
 use super::keyring::SharedKeyring;
 use super::log_limit::LogLimiter;
 use super::members::Member;
+use super::message::TagVersion;
 use super::rate_limit::{self, SourceLimiter};
 use super::wire::{self, Kind, WireError};
 
@@ -54,6 +63,68 @@ pub struct State {
     pub events: Vec<UserEvent>,
 }
 
+/// What the initiator of an exchange sends.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Offer {
+    /// The initiator's whole state; the responder answers with its own.
+    State(State),
+    /// Only a digest of the initiator's state ([`digest`]).
+    Digest { from: NodeId, digest: [u8; 16] },
+}
+
+/// What the responder answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    State(State),
+    /// The offered digest matches the responder's state: nothing to exchange.
+    InSync,
+}
+
+/// How an exchange opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Send the whole state at once (joins, and members back from failure, which surely
+    /// differ).
+    Full,
+    /// Offer a digest first (periodic anti-entropy, which usually finds nothing new).
+    Digest,
+}
+
+/// A digest of what anti-entropy would exchange: each member's identity, status, tag version
+/// and leave intent, and the recent user events — in a canonical order, so two nodes that know
+/// the same things agree on it. foca's membership (incarnations) is left out: it is not the
+/// same list on every node (none lists itself), and what it decides shows in the statuses.
+pub fn digest(state: &State) -> [u8; 16] {
+    type MemberKey<'a> = (&'a str, SocketAddr, u64, Status, TagVersion, Option<u64>);
+    let mut members: Vec<MemberKey> = state
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.id.name.as_str(),
+                m.id.addr,
+                m.id.generation,
+                m.status,
+                m.tag_version,
+                m.left_generation,
+            )
+        })
+        .collect();
+    members.sort();
+    let mut events: Vec<(u64, &str, &str, &[u8])> = state
+        .events
+        .iter()
+        .map(|e| (e.ltime, e.origin.as_str(), e.name.as_str(), &e.payload[..]))
+        .collect();
+    events.sort();
+    let canonical = postcard::to_allocvec(&(members, events)).expect("plain data encodes");
+    let hash = ring::digest::digest(&ring::digest::SHA256, &canonical);
+    *hash
+        .as_ref()
+        .first_chunk()
+        .expect("a SHA-256 hash is 32 bytes")
+}
+
 #[derive(Debug, Error)]
 pub enum PushPullError {
     #[error("timed out after {0:?}")]
@@ -74,6 +145,8 @@ pub enum PushPullError {
     Resolve(String, String),
     #[error("the agent is shutting down")]
     Stopped,
+    #[error("unexpected frame: {0}")]
+    Unexpected(&'static str),
     #[error(
         "the peer closed the connection without answering: check that encryption is set up the same on both sides (--encrypt, or the keyring file in the data directory); a peer also refuses sources that exceed its rate limit"
     )]
@@ -106,13 +179,13 @@ async fn read_full<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-/// Writes one state frame: header, 4-byte length, then the body (sealed when encrypting).
-pub async fn write_frame<W: AsyncWrite + Unpin>(
+/// Writes one frame: header, 4-byte length, then the body (sealed when encrypting).
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     w: &mut W,
-    state: &State,
+    message: &T,
     keyring: &SharedKeyring,
 ) -> Result<(), PushPullError> {
-    let body = postcard::to_allocvec(state)?;
+    let body = postcard::to_allocvec(message)?;
     let mut sealed = Vec::with_capacity(wire::HEADER_LEN + body.len() + 64);
     wire::seal(Kind::PushPull, &body, keyring.read().as_ref(), &mut sealed);
     let (header, payload) = sealed.split_at(wire::HEADER_LEN);
@@ -125,12 +198,12 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Reads one state frame; the length is checked against `max` before anything is allocated.
-pub async fn read_frame<R: AsyncRead + Unpin>(
+/// Reads one frame; the length is checked against `max` before anything is allocated.
+pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     r: &mut R,
     max: usize,
     keyring: &SharedKeyring,
-) -> Result<State, PushPullError> {
+) -> Result<T, PushPullError> {
     let mut head = [0u8; FRAME_HEADER_LEN];
     read_full(r, &mut head, 0, FRAME_HEADER_LEN).await?;
     let header: [u8; wire::HEADER_LEN] = *head.first_chunk().expect("7 bytes hold a header");
@@ -149,43 +222,81 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Ok(postcard::from_bytes(&plain)?)
 }
 
-/// Starts an exchange with `addr`: sends `local`, returns the peer's state.
+/// Starts an exchange with `addr`: sends `local` (or first its digest), returns the peer's
+/// state, or `None` when the digests matched and there is nothing to merge.
 pub async fn exchange(
     addr: SocketAddr,
-    local: &State,
+    local: State,
+    mode: Mode,
     handle: &ClusterHandle,
-) -> Result<State, PushPullError> {
+) -> Result<Option<State>, PushPullError> {
     let timeout = handle.push_pull_timeout;
+    let (keys, max) = (&handle.keyring, handle.max_push_pull_bytes);
     let run = async {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        write_frame(&mut stream, local, &handle.keyring).await?;
-        read_frame(&mut stream, handle.max_push_pull_bytes, &handle.keyring).await
+        if mode == Mode::Full {
+            write_frame(&mut stream, &Offer::State(local), keys).await?;
+            return match read_frame(&mut stream, max, keys).await? {
+                Reply::State(remote) => Ok(Some(remote)),
+                Reply::InSync => Err(PushPullError::Unexpected("in sync, to a whole state")),
+            };
+        }
+        let offer = Offer::Digest {
+            from: local.from.clone(),
+            digest: digest(&local),
+        };
+        write_frame(&mut stream, &offer, keys).await?;
+        match read_frame(&mut stream, max, keys).await? {
+            Reply::InSync => Ok(None),
+            Reply::State(remote) => {
+                write_frame(&mut stream, &Offer::State(local), keys).await?;
+                Ok(Some(remote))
+            }
+        }
     };
     tokio::time::timeout(timeout, run)
         .await
         .map_err(|_| PushPullError::Timeout(timeout))?
 }
 
-/// Answers one incoming exchange: reads the peer's state, answers with ours, merges theirs.
+/// Answers one incoming exchange: reads the peer's offer, answers with our state (or "in
+/// sync" to a matching digest), and merges theirs.
 async fn answer(mut stream: TcpStream, handle: &ClusterHandle) -> Result<(), PushPullError> {
     let timeout = handle.push_pull_timeout;
+    let (keys, max) = (&handle.keyring, handle.max_push_pull_bytes);
     let run = async {
-        let remote = read_frame(&mut stream, handle.max_push_pull_bytes, &handle.keyring).await?;
+        let offer: Offer = read_frame(&mut stream, max, keys).await?;
         let local = handle
             .snapshot(false)
             .await
             .map_err(|_| PushPullError::Stopped)?;
-        write_frame(&mut stream, &local, &handle.keyring).await?;
-        Ok::<State, PushPullError>(remote)
+        match offer {
+            Offer::State(remote) => {
+                write_frame(&mut stream, &Reply::State(local), keys).await?;
+                Ok::<Option<State>, PushPullError>(Some(remote))
+            }
+            Offer::Digest { digest: theirs, .. } if theirs == digest(&local) => {
+                write_frame(&mut stream, &Reply::InSync, keys).await?;
+                Ok(None)
+            }
+            Offer::Digest { .. } => {
+                write_frame(&mut stream, &Reply::State(local), keys).await?;
+                match read_frame(&mut stream, max, keys).await? {
+                    Offer::State(remote) => Ok(Some(remote)),
+                    Offer::Digest { .. } => Err(PushPullError::Unexpected("a second digest")),
+                }
+            }
+        }
     };
     let remote = tokio::time::timeout(timeout, run)
         .await
         .map_err(|_| PushPullError::Timeout(timeout))??;
-    handle
-        .merge(remote, false)
-        .await
-        .map_err(|_| PushPullError::Stopped)
+    match remote {
+        Some(remote) => handle.merge(remote, false).await,
+        None => handle.in_sync().await,
+    }
+    .map_err(|_| PushPullError::Stopped)
 }
 
 /// Serves incoming exchanges until the listener fails or the agent stops.
@@ -266,8 +377,8 @@ pub(crate) async fn join_one(handle: &ClusterHandle, addr: &str) -> Result<(), P
             .snapshot(true)
             .await
             .map_err(|_| PushPullError::Stopped)?;
-        match exchange(sa, &local, handle).await {
-            Ok(remote) => {
+        match exchange(sa, local.clone(), Mode::Full, handle).await {
+            Ok(Some(remote)) => {
                 check_name_is_free(handle, &local, &remote).await?;
                 handle
                     .merge(remote, true)
@@ -275,6 +386,8 @@ pub(crate) async fn join_one(handle: &ClusterHandle, addr: &str) -> Result<(), P
                     .map_err(|_| PushPullError::Stopped)?;
                 return Ok(());
             }
+            // (a full exchange answers with a state or an error, never "in sync")
+            Ok(None) => last = Some(PushPullError::Unexpected("in sync, to a join")),
             // A peer that closes without a word usually could not open our frame.
             Err(PushPullError::Truncated { got: 0, .. }) => last = Some(PushPullError::Refused),
             Err(e) => last = Some(e),
@@ -298,13 +411,14 @@ async fn check_name_is_free(
     }) else {
         return Ok(());
     };
-    let probe =
-        tokio::time::timeout(NAME_PROBE_TIMEOUT, exchange(twin.id.addr, local, handle)).await;
-    match probe {
-        Ok(Ok(answer)) if answer.from.name == local.from.name => Err(PushPullError::NameConflict {
-            name: local.from.name.clone(),
-            addr: twin.id.addr,
-        }),
+    let probe = exchange(twin.id.addr, local.clone(), Mode::Full, handle);
+    match tokio::time::timeout(NAME_PROBE_TIMEOUT, probe).await {
+        Ok(Ok(Some(answer))) if answer.from.name == local.from.name => {
+            Err(PushPullError::NameConflict {
+                name: local.from.name.clone(),
+                addr: twin.id.addr,
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -340,22 +454,95 @@ mod tests {
 
     async fn frame(keys: &SharedKeyring) -> Vec<u8> {
         let mut buf = Vec::new();
-        write_frame(&mut buf, &state(), keys).await.unwrap();
+        write_frame(&mut buf, &Offer::State(state()), keys)
+            .await
+            .unwrap();
         buf
+    }
+
+    async fn read_offer(
+        buf: &[u8],
+        max: usize,
+        keys: &SharedKeyring,
+    ) -> Result<Offer, PushPullError> {
+        read_frame(&mut &buf[..], max, keys).await
+    }
+
+    fn offered_state(offer: Offer) -> State {
+        match offer {
+            Offer::State(s) => s,
+            Offer::Digest { .. } => panic!("a digest, not a state"),
+        }
+    }
+
+    fn member(name: &str, status: Status, counter: u64) -> Member {
+        Member {
+            id: NodeId {
+                name: name.into(),
+                addr: "10.0.0.1:7946".parse().unwrap(),
+                generation: 1,
+            },
+            status,
+            tags: Default::default(),
+            tag_version: TagVersion {
+                generation: 1,
+                counter,
+            },
+            left_generation: None,
+            status_since: std::time::SystemTime::now(),
+        }
+    }
+
+    fn event(ltime: u64, name: &str) -> UserEvent {
+        UserEvent {
+            ltime,
+            name: name.into(),
+            payload: b"p".to_vec(),
+            coalesce: true,
+            origin: "a".into(),
+        }
+    }
+
+    #[test]
+    fn the_digest_covers_members_and_events_in_any_order() {
+        let mut a = state();
+        a.members = vec![member("x", Status::Alive, 1), member("y", Status::Alive, 2)];
+        a.events = vec![event(1, "deploy"), event(2, "restart")];
+        // Another node, same knowledge: listed in another order, another sender and clock,
+        // another foca view.
+        let mut b = a.clone();
+        b.from.name = "b".into();
+        b.event_ltime = 9;
+        b.join = false;
+        b.members.reverse();
+        b.events.reverse();
+        b.swim = vec![foca::Member::alive(a.from.clone())];
+        assert_eq!(digest(&a), digest(&b));
+        let changed: [fn(&mut State); 4] = [
+            |s| s.members[0].status = Status::Failed,
+            |s| s.members[0].tag_version.counter += 1,
+            |s| s.events.push(event(3, "new")),
+            |s| s.events[0].payload.push(b'!'),
+        ];
+        for change in changed {
+            let mut c = a.clone();
+            change(&mut c);
+            assert_ne!(digest(&a), digest(&c));
+        }
     }
 
     #[tokio::test]
     async fn frames_round_trip_plain_and_sealed() {
         let buf = frame(&plain()).await;
-        let back = read_frame(&mut &buf[..], MAX_FRAME_BYTES, &plain())
-            .await
-            .unwrap();
+        let back = offered_state(read_offer(&buf, MAX_FRAME_BYTES, &plain()).await.unwrap());
         assert_eq!((back.from, back.event_ltime), (state().from, 3));
         let key = Key::generate();
         let buf = frame(&keyed(&key)).await;
-        let back = read_frame(&mut &buf[..], MAX_FRAME_BYTES, &keyed(&key))
-            .await
-            .unwrap();
+        let back = offered_state(
+            read_offer(&buf, MAX_FRAME_BYTES, &keyed(&key))
+                .await
+                .unwrap(),
+        );
         assert_eq!(back.from, state().from);
     }
 
@@ -363,7 +550,7 @@ mod tests {
     async fn sealed_and_plain_frames_do_not_mix() {
         let key = Key::generate();
         let sealed = frame(&keyed(&key)).await;
-        let err = read_frame(&mut &sealed[..], MAX_FRAME_BYTES, &plain())
+        let err = read_offer(&sealed, MAX_FRAME_BYTES, &plain())
             .await
             .unwrap_err();
         assert!(
@@ -371,7 +558,7 @@ mod tests {
             "{err}"
         );
         let other = keyed(&Key::generate());
-        let err = read_frame(&mut &sealed[..], MAX_FRAME_BYTES, &other)
+        let err = read_offer(&sealed, MAX_FRAME_BYTES, &other)
             .await
             .unwrap_err();
         assert!(
@@ -379,7 +566,7 @@ mod tests {
             "{err}"
         );
         let open = frame(&plain()).await;
-        let err = read_frame(&mut &open[..], MAX_FRAME_BYTES, &keyed(&key))
+        let err = read_offer(&open, MAX_FRAME_BYTES, &keyed(&key))
             .await
             .unwrap_err();
         assert!(
@@ -392,7 +579,7 @@ mod tests {
     async fn truncated_oversized_and_foreign_frames_are_errors() {
         let buf = frame(&plain()).await;
         for cut in [0, 2, 5, FRAME_HEADER_LEN, buf.len() - 1] {
-            let err = read_frame(&mut &buf[..cut], MAX_FRAME_BYTES, &plain())
+            let err = read_offer(&buf[..cut], MAX_FRAME_BYTES, &plain())
                 .await
                 .unwrap_err();
             assert!(
@@ -400,12 +587,12 @@ mod tests {
                 "cut at {cut}: {err}"
             );
         }
-        let err = read_frame(&mut &buf[..], 4, &plain()).await.unwrap_err();
+        let err = read_offer(&buf, 4, &plain()).await.unwrap_err();
         assert!(
             matches!(err, PushPullError::TooLarge { max: 4, .. }),
             "{err}"
         );
-        let err = read_frame(&mut &b"GET / HTTP/1.1\r\n"[..], MAX_FRAME_BYTES, &plain())
+        let err = read_offer(b"GET / HTTP/1.1\r\n", MAX_FRAME_BYTES, &plain())
             .await
             .unwrap_err();
         assert!(
@@ -416,7 +603,7 @@ mod tests {
         let mut bad = buf[..FRAME_HEADER_LEN].to_vec();
         bad[3..7].copy_from_slice(&3u32.to_be_bytes());
         bad.extend_from_slice(&[0xff, 0xff, 0xff]);
-        let err = read_frame(&mut &bad[..], MAX_FRAME_BYTES, &plain())
+        let err = read_offer(&bad, MAX_FRAME_BYTES, &plain())
             .await
             .unwrap_err();
         assert!(matches!(err, PushPullError::Decode(_)), "{err}");
@@ -459,7 +646,8 @@ mod tests {
                 stream.extend_from_slice(&len.to_be_bytes());
             }
             stream.extend_from_slice(&body);
-            let _ = runtime.block_on(read_frame(&mut &stream[..], 64 * 1024, &keys));
+            let _ = runtime.block_on(read_offer(&stream, 64 * 1024, &keys));
+            let _ = runtime.block_on(read_frame::<_, Reply>(&mut &stream[..], 64 * 1024, &keys));
         }
     }
 }

@@ -520,3 +520,55 @@ async fn a_second_node_with_a_live_members_name_refuses_to_join_and_both_sides_r
     })
     .await;
 }
+
+/// Periodic anti-entropy opens with a digest: a peer that knows the same answers "in sync"
+/// and nothing crosses; a peer that differs gets our state and sends its own, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_exchanges_skip_equal_states_and_merge_different_ones() {
+    let a = node("da").await;
+    let mut b = node("db").await;
+    b.handle
+        .join(std::slice::from_ref(&a.addr))
+        .await
+        .expect("join");
+    for n in [&a, &b] {
+        wait_for("2 alive members", async || statuses(n).await.len() == 2).await;
+    }
+    let b_addr: std::net::SocketAddr = b.addr.parse().unwrap();
+    wait_for("a and b to agree", async || {
+        let (sa, sb) = (
+            a.handle.snapshot(false).await.unwrap(),
+            b.handle.snapshot(false).await.unwrap(),
+        );
+        push_pull::digest(&sa) == push_pull::digest(&sb)
+    })
+    .await;
+    let same = a.handle.snapshot(false).await.unwrap();
+    let answer = push_pull::exchange(b_addr, same, push_pull::Mode::Digest, &a.handle)
+        .await
+        .expect("exchange");
+    assert!(answer.is_none(), "equal states must not be exchanged");
+    wait_for("b to count the in-sync exchange", async || {
+        b.handle.info().await.unwrap().counters.push_pull_in_sync >= 1
+    })
+    .await;
+
+    // A state with an event b never heard of: b answers with its state, then gets ours.
+    let mut ahead = a.handle.snapshot(false).await.unwrap();
+    ahead.events.push(rumor_handlers::event::UserEvent {
+        ltime: ahead.event_ltime + 1,
+        name: "missed".into(),
+        payload: b"by gossip".to_vec(),
+        coalesce: false,
+        origin: "da".into(),
+    });
+    let answer = push_pull::exchange(b_addr, ahead, push_pull::Mode::Digest, &a.handle)
+        .await
+        .expect("exchange");
+    assert_eq!(answer.expect("b's state").from.name, "db");
+    let e = next_user_event(&mut b).await;
+    assert_eq!(
+        (e.name.as_str(), &e.payload[..]),
+        ("missed", &b"by gossip"[..])
+    );
+}

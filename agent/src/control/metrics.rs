@@ -131,6 +131,13 @@ pub fn render(s: &Snapshot<'_>) -> String {
         &[("result", "rate_limited")],
         n.push_pull_rate_limited,
     );
+    out.family(
+        "rumor_push_pull_in_sync_total",
+        "counter",
+        "Successful push-pulls (of those counted as ok) whose digests matched, so no state \
+         crossed.",
+    );
+    out.sample("rumor_push_pull_in_sync_total", &[], n.push_pull_in_sync);
 
     out.family(
         "rumor_probes_failed_total",
@@ -318,6 +325,7 @@ mod tests {
                 events_duplicate: 14,
                 events_too_old: 2,
                 push_pull_ok: 12,
+                push_pull_in_sync: 8,
                 push_pull_failed: 3,
                 push_pull_rate_limited: 7,
                 probes_failed: 5,
