@@ -554,6 +554,40 @@ fn under_ten_percent_loss_every_event_arrives_once_and_nobody_is_failed() {
         "FIGURE loss 10% ({p}): 100 events sent in {sent:.2?}; all on all 5 handlers {took:.2?} \
          after the last was sent"
     );
+    // Queries under the same loss: every node answers each one (nodes without a query
+    // handler say so at once). A query or answer lost on the way is asked for again straight
+    // from the asker, so none waits out its timeout.
+    let mut query_times = Vec::new();
+    for k in 0..10 {
+        let asker = rng.below(c.len());
+        let started = Instant::now();
+        let out = c.agents[asker].cli_ok(&[
+            "query",
+            &format!("q-{k}"),
+            "--timeout",
+            "10s",
+            "--format",
+            "json",
+        ]);
+        let took = started.elapsed();
+        let result: Value = serde_json::from_str(&out).expect("query JSON");
+        assert_eq!(
+            (
+                result["timed_out"].as_bool(),
+                result["missing"].as_array().map(Vec::len)
+            ),
+            (Some(false), Some(0)),
+            "query {k} from {} under loss: {result}",
+            node(asker)
+        );
+        query_times.push(took);
+    }
+    let reasks: u64 = c.agents.iter().map(|a| counter(a, "query_reasks")).sum();
+    eprintln!(
+        "FIGURE loss 10% ({p}): 10 queries answered by all 5 nodes in {} ({reasks} re-asks \
+         of a silent node)",
+        spread(query_times)
+    );
     c.settle(1);
     let applied = c.net.counters();
     c.net.clear_loss();

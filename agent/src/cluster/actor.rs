@@ -54,7 +54,23 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(500);
 struct Asked {
     pending: PendingQuery,
     updates: mpsc::UnboundedSender<QueryUpdate>,
+    /// The query as broadcast, to ask silent nodes again.
+    broadcast: Vec<u8>,
+    deadline: Instant,
+    /// Wait before the next re-ask (doubles each time).
+    reask_after: Duration,
 }
+
+/// Our answer to a query, kept until its deadline: a node that asks again (our answer was
+/// lost) gets it again without running the handler twice.
+struct Answered {
+    reply_to: SocketAddr,
+    reply: Vec<u8>,
+    deadline: Instant,
+}
+
+/// Most answers kept for re-asks at once (each at most `max_response_bytes` and a header).
+const MAX_KEPT_ANSWERS: usize = 1024;
 
 /// A query we received and may still answer.
 struct Received {
@@ -93,6 +109,7 @@ pub(crate) struct Actor {
     crypto_log: LogLimiter,
     asked: HashMap<u32, Asked>,
     received: HashMap<(String, u32), Received>,
+    answered: HashMap<(String, u32), Answered>,
     /// When the last catch-up push-pull with a returning member started.
     last_catch_up: Option<Instant>,
     /// Suspicions being confirmed by independent members (fast failure detection).
@@ -147,6 +164,7 @@ impl Actor {
             crypto_log: LogLimiter::default(),
             asked: HashMap::new(),
             received: HashMap::new(),
+            answered: HashMap::new(),
             suspicions: Suspicions::default(),
             last_catch_up: None,
             restarted: snapshot.as_ref().is_some_and(|(_, restarted)| *restarted),
@@ -229,6 +247,11 @@ impl Actor {
                 Ok(reply) => self.on_query_reply(reply),
                 Err(e) => self.reject(from, &format!("malformed query reply: {e}")),
             },
+            Ok((Kind::Query, body)) => match Broadcast::decode(&body) {
+                Ok(Broadcast::Query(q)) => self.on_query_asked_again(q),
+                Ok(_) => self.reject(from, "a direct query frame must carry a query"),
+                Err(e) => self.reject(from, &format!("malformed direct query: {e}")),
+            },
             Ok((Kind::Ping, body)) => match wire::parse_nonce(&body) {
                 Some(nonce) => self.send_kind(Kind::Ack, from, &wire::nonce_body(nonce)),
                 None => self.reject(from, "malformed ping"),
@@ -271,6 +294,7 @@ impl Actor {
                 Tick::Reannounce => self.reannounce(),
                 Tick::LeaveCheck => self.check_leave(),
                 Tick::QueryDeadline(id) => self.finish_query(id, true),
+                Tick::QueryReask(id) => self.reask(id),
                 Tick::Reconnect => self.reconnect(),
                 Tick::SnapshotFlush => {
                     self.flush_snapshot();
@@ -290,6 +314,7 @@ impl Actor {
                 Tick::ExpireQueries => {
                     let now = Instant::now();
                     self.received.retain(|_, r| r.deadline > now);
+                    self.answered.retain(|_, a| a.deadline > now);
                     self.suspicions.expire(now.into_std());
                     self.timers
                         .schedule(now + QUERY_EXPIRY_INTERVAL, Tick::ExpireQueries);
@@ -1004,7 +1029,8 @@ impl Actor {
             filter: params.filter,
             ack: params.ack,
         });
-        let size = msg.encode().len();
+        let encoded = msg.encode();
+        let size = encoded.len();
         if size > message::MAX_BROADCAST_BYTES {
             return Err(ClusterError::QueryTooLarge {
                 size,
@@ -1017,9 +1043,21 @@ impl Actor {
             expected: pending.expected(),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         });
-        self.asked.insert(id, Asked { pending, updates });
+        let now = Instant::now();
+        let reask_after = self.config.profile.query_reask_first();
+        self.asked.insert(
+            id,
+            Asked {
+                pending,
+                updates,
+                broadcast: encoded,
+                deadline: now + timeout,
+                reask_after,
+            },
+        );
+        self.timers.schedule(now + timeout, Tick::QueryDeadline(id));
         self.timers
-            .schedule(Instant::now() + timeout, Tick::QueryDeadline(id));
+            .schedule(now + reask_after, Tick::QueryReask(id));
         // Our own copy comes back through foca's handler: we ack and answer like any node.
         self.add_broadcast(&msg);
         if self.asked.get(&id).is_some_and(|a| a.pending.complete()) {
@@ -1038,6 +1076,68 @@ impl Actor {
         }
         if asked.pending.complete() {
             self.finish_query(id, false);
+        }
+    }
+
+    /// Sends our query again, straight to each expected node that has not answered: the
+    /// broadcast may have missed it, or its answer may have been lost. A node that has the
+    /// query already acks again, or sends its kept answer again; one that never got it runs
+    /// it now. Then waits twice as long for the next round, until the query's deadline.
+    fn reask(&mut self, id: u32) {
+        let Some(asked) = self.asked.get_mut(&id) else {
+            return; // finished
+        };
+        let silent = asked.pending.silent();
+        let broadcast = asked.broadcast.clone();
+        let now = Instant::now();
+        asked.reask_after *= 2;
+        if now + asked.reask_after < asked.deadline {
+            self.timers
+                .schedule(now + asked.reask_after, Tick::QueryReask(id));
+        }
+        let addrs: Vec<SocketAddr> = {
+            let state = self.state.lock();
+            silent
+                .iter()
+                .filter_map(|name| state.members.get(name))
+                .filter(|m| m.status == Status::Alive)
+                .map(|m| m.id.addr)
+                .collect()
+        };
+        if !addrs.is_empty() {
+            debug!(id, nodes = addrs.len(), "asking silent nodes again");
+        }
+        self.state.lock().counters.query_reasks += addrs.len() as u64;
+        for addr in addrs {
+            self.send_kind(Kind::Query, addr, &broadcast);
+        }
+    }
+
+    /// A query sent straight to us because the asker has no answer from us yet.
+    fn on_query_asked_again(&mut self, q: QueryMsg) {
+        let key = (q.origin.clone(), q.id);
+        if let Some(kept) = self.answered.get(&key) {
+            let (to, reply) = (kept.reply_to, kept.reply.clone());
+            self.send_kind(Kind::QueryReply, to, &reply);
+            return;
+        }
+        if self.received.contains_key(&key) {
+            // Still running here: say so again (the ack may be what was lost).
+            if q.ack {
+                let from = self.state.lock().members.local().id.name.clone();
+                let ack = QueryReply::Ack { id: q.id, from };
+                self.send_kind(Kind::QueryReply, q.reply_to, &ack.encode());
+            }
+            return;
+        }
+        // Never got it (or it is too old to remember): take it like a broadcast one, without
+        // spreading it further.
+        let news = self
+            .state
+            .lock()
+            .receive(Broadcast::Query(q), SystemTime::now());
+        if news {
+            self.flush();
         }
     }
 
@@ -1145,7 +1245,18 @@ impl Actor {
             }
             Err(reason) => QueryReply::NoAnswer { id, from, reason },
         };
-        self.send_kind(Kind::QueryReply, received.reply_to, &reply.encode());
+        let encoded = reply.encode();
+        self.send_kind(Kind::QueryReply, received.reply_to, &encoded);
+        if self.answered.len() < MAX_KEPT_ANSWERS {
+            self.answered.insert(
+                (origin, id),
+                Answered {
+                    reply_to: received.reply_to,
+                    reply: encoded,
+                    deadline: received.deadline,
+                },
+            );
+        }
     }
 
     // ---- periodic work ----

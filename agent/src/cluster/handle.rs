@@ -128,6 +128,8 @@ pub struct Counters {
     pub push_pull_failed: u64,
     /// Incoming push-pulls refused because their source exceeded the rate limit.
     pub push_pull_rate_limited: u64,
+    /// Queries sent again, straight to a node that had not answered (one per node and try).
+    pub query_reasks: u64,
     /// Probes of ours that got no answer, directly or indirectly: each starts a suspicion.
     pub probes_failed: u64,
     /// Members this node declared down because independent members confirmed a suspicion

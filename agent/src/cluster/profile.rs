@@ -129,6 +129,16 @@ impl Profile {
         }
     }
 
+    /// When a query's asker first asks the nodes that have not answered again, straight to
+    /// them (then after twice as long each time, until the timeout): long enough for shell
+    /// handlers to have answered, short next to a query timeout.
+    pub fn query_reask_first(self) -> Duration {
+        match self {
+            Profile::Lan | Profile::Local => Duration::from_millis(250),
+            Profile::Wan => Duration::from_secs(1),
+        }
+    }
+
     /// Timeout for one TCP push-pull exchange (connect, send, receive).
     pub fn push_pull_timeout(self) -> Duration {
         match self {

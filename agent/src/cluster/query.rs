@@ -228,11 +228,16 @@ impl PendingQuery {
         }
     }
 
-    /// Every expected node has answered (or said it will not).
     pub fn expected(&self) -> Vec<String> {
         self.expected.iter().cloned().collect()
     }
 
+    /// Expected nodes that have not answered (nor said they will not) yet.
+    pub fn silent(&self) -> Vec<String> {
+        self.expected.difference(&self.answered).cloned().collect()
+    }
+
+    /// Every expected node has answered (or said it will not).
     pub fn complete(&self) -> bool {
         self.expected.is_subset(&self.answered)
     }
@@ -240,7 +245,7 @@ impl PendingQuery {
     pub fn done(&self, timed_out: bool) -> QueryUpdate {
         QueryUpdate::Done {
             timed_out,
-            missing: self.expected.difference(&self.answered).cloned().collect(),
+            missing: self.silent(),
         }
     }
 }
@@ -312,6 +317,7 @@ mod tests {
         };
         assert!(q.on_reply(no).is_some());
         assert!(!q.complete());
+        assert_eq!(q.silent(), ["c"], "the ones to ask again");
         assert_eq!(
             q.done(true),
             QueryUpdate::Done {

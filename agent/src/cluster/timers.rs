@@ -24,6 +24,8 @@ pub enum Tick {
     LeaveCheck,
     /// The timeout of a query we asked (by id).
     QueryDeadline(u32),
+    /// Ask the nodes that have not answered a query of ours again (by id).
+    QueryReask(u32),
     /// Forget received queries whose asker stopped waiting.
     ExpireQueries,
     /// A first join did not answer in time: stop holding user events.

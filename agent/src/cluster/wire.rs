@@ -38,6 +38,9 @@ pub enum Kind {
     Ping = 4,
     /// The answer to a [`Kind::Ping`], echoing its nonce.
     Ack = 5,
+    /// A query asked again, straight to a node that has not answered; the body is the
+    /// query's broadcast encoding.
+    Query = 6,
 }
 
 impl Kind {
@@ -48,6 +51,7 @@ impl Kind {
             3 => Some(Kind::QueryReply),
             4 => Some(Kind::Ping),
             5 => Some(Kind::Ack),
+            6 => Some(Kind::Query),
             _ => None,
         }
     }

@@ -140,6 +140,13 @@ pub fn render(s: &Snapshot<'_>) -> String {
     out.sample("rumor_push_pull_in_sync_total", &[], n.push_pull_in_sync);
 
     out.family(
+        "rumor_query_reasks_total",
+        "counter",
+        "Queries of this node sent again straight to a node that had not answered yet (one per \
+         node and try).",
+    );
+    out.sample("rumor_query_reasks_total", &[], n.query_reasks);
+    out.family(
         "rumor_probes_failed_total",
         "counter",
         "Probes of this node that no member answered, directly or indirectly (each makes the \
@@ -328,6 +335,7 @@ mod tests {
                 push_pull_in_sync: 8,
                 push_pull_failed: 3,
                 push_pull_rate_limited: 7,
+                query_reasks: 2,
                 probes_failed: 5,
                 suspicions_confirmed: 1,
             },
