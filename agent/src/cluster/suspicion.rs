@@ -37,6 +37,9 @@ pub const PINGS: u8 = 3;
 /// A suspicion that was neither confirmed nor refuted is forgotten after this long (foca's
 /// own timer has decided it by then).
 const FORGET_AFTER: Duration = Duration::from_secs(120);
+/// Most suspicions tracked at once: reports about members nobody knows cannot grow the table
+/// without bound.
+const MAX_CASES: usize = 4096;
 
 /// Distinct reporters that confirm a suspicion in a cluster of `alive` members (the suspect
 /// included), or `None` when there are too few members to confirm anything independently:
@@ -89,8 +92,11 @@ struct Probe {
 impl Suspicions {
     /// Counts a report; returns how many distinct members now report the member at the
     /// report's incarnation (0 when the report is about an older incarnation than one already
-    /// reported, i.e. stale).
+    /// reported, i.e. stale, or when the table is full).
     pub fn report(&mut self, report: &SuspectReport, now: Instant) -> usize {
+        if self.cases.len() >= MAX_CASES && !self.cases.contains_key(&report.member) {
+            return 0;
+        }
         let case = self
             .cases
             .entry(report.member.clone())
@@ -282,6 +288,22 @@ mod tests {
         assert_ne!(nx, ny);
         s.answered(ny);
         assert_eq!(s.probe_step(&y), ProbeStep::Done);
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let mut s = Suspicions::default();
+        let now = Instant::now();
+        for i in 0..MAX_CASES {
+            assert_eq!(s.report(&report(&format!("m{i}"), 1, "a"), now), 1);
+        }
+        assert_eq!(s.report(&report("one-too-many", 1, "a"), now), 0);
+        assert_eq!(
+            s.report(&report("m0", 1, "b"), now),
+            2,
+            "known ones still count"
+        );
+        assert_eq!(s.len(), MAX_CASES);
     }
 
     #[test]
