@@ -25,9 +25,6 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one CLI command may take before it counts as hung.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Lines of an agent's log printed when a test fails.
-const LOG_TAIL_LINES: usize = 60;
-
 /// A running (or killed, or exited) `rumor agent`. Dropping it kills the process; if the test is
 /// panicking, it first prints the tail of the agent's log and keeps its directory for a look.
 pub struct Agent {
@@ -295,7 +292,7 @@ impl Agent {
         let start = Instant::now();
         loop {
             if !self.is_running() {
-                let log = self.log_tail(LOG_TAIL_LINES);
+                let log = self.log_tail(crate::LOG_TAIL_LINES);
                 let why = format!(
                     "it exited ({}) before serving; log {}:\n{log}",
                     self.process
@@ -322,7 +319,7 @@ impl Agent {
                     "no answer on {} within {START_TIMEOUT:?} (last: {last}); log {}:\n{}",
                     self.control_path().display(),
                     self.log_path().display(),
-                    self.log_tail(LOG_TAIL_LINES)
+                    self.log_tail(crate::LOG_TAIL_LINES)
                 )));
             }
             std::thread::sleep(POLL);
@@ -332,23 +329,8 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            // Keep the directory (logs, snapshots) for whoever reads the failure.
-            let kept = self.tmp.take().map(TempDir::keep);
-            eprintln!(
-                "----- agent {} (127.0.0.1:{}) log {}{} -----\n{}\n----- end of {} -----",
-                self.name,
-                self.port,
-                self.log_path().display(),
-                if kept.is_some() { " (kept)" } else { "" },
-                self.log_tail(LOG_TAIL_LINES),
-                self.name
-            );
-        }
-        if let Some(mut child) = self.process.take_child() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let place = format!("127.0.0.1:{}", self.port);
+        self.process.stop_on_drop(&place, &mut self.tmp);
     }
 }
 

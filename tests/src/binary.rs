@@ -85,6 +85,9 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
+/// Lines of an agent's log shown when a test fails.
+pub const LOG_TAIL_LINES: usize = 60;
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

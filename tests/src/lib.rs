@@ -26,7 +26,7 @@ pub mod wait;
 use std::sync::{Condvar, Mutex};
 
 pub use agent::{Agent, Member, rumor_command, test_tempdir, write_file};
-pub use binary::{rumor_bin, tail};
+pub use binary::{LOG_TAIL_LINES, rumor_bin, tail};
 pub use monitor::{Monitor, is_user_event, is_user_event_prefixed};
 pub use ports::free_port;
 pub use process::run_with_timeout;

@@ -61,9 +61,6 @@ pub const LOSS_CHAIN: &str = "rumor-loss";
 /// How long one `ip` or `iptables-restore` invocation may take.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Lines of an agent's log printed when a test fails.
-const LOG_TAIL_LINES: usize = 60;
-
 static NEXT_NET: AtomicU32 = AtomicU32::new(0);
 static CLEANED_PREFIXES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
@@ -407,7 +404,7 @@ impl NsAgent {
             panic!(
                 "{} still runs {timeout:?} after SIGTERM; log:\n{}",
                 self.name,
-                self.log_tail(LOG_TAIL_LINES)
+                self.log_tail(crate::LOG_TAIL_LINES)
             )
         })
     }
@@ -512,7 +509,7 @@ impl NsAgent {
                         .exit_status()
                         .map_or("unknown status".into(), |s| s.to_string()),
                     self.log_path().display(),
-                    self.log_tail(LOG_TAIL_LINES)
+                    self.log_tail(crate::LOG_TAIL_LINES)
                 ));
             }
             let last = match self.try_cli(&["info"]) {
@@ -523,7 +520,7 @@ impl NsAgent {
                 self.kill9();
                 return Err(format!(
                     "no answer within {START_TIMEOUT:?} (last: {last}); log:\n{}",
-                    self.log_tail(LOG_TAIL_LINES)
+                    self.log_tail(crate::LOG_TAIL_LINES)
                 ));
             }
             std::thread::sleep(POLL);
@@ -533,23 +530,8 @@ impl NsAgent {
 
 impl Drop for NsAgent {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            let kept = self.tmp.take().map(TempDir::keep);
-            eprintln!(
-                "----- agent {} ({}:{GOSSIP_PORT} in {}) log {}{} -----\n{}\n----- end of {} -----",
-                self.name,
-                self.ip,
-                self.ns,
-                self.log_path().display(),
-                if kept.is_some() { " (kept)" } else { "" },
-                self.log_tail(LOG_TAIL_LINES),
-                self.name
-            );
-        }
-        if let Some(mut child) = self.process.take_child() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let place = format!("{}:{GOSSIP_PORT} in {}", self.ip, self.ns);
+        self.process.stop_on_drop(&place, &mut self.tmp);
     }
 }
 

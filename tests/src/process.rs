@@ -145,6 +145,27 @@ impl AgentProcess {
         crate::tail(&self.log(), lines)
     }
 
+    /// What an agent's `Drop` does: during a panic, keeps its directory (`tmp`: logs,
+    /// snapshots) and prints the log's tail under a header naming the agent (`place`: where
+    /// it ran); always kills the process.
+    pub fn stop_on_drop(&mut self, place: &str, tmp: &mut Option<tempfile::TempDir>) {
+        if std::thread::panicking() {
+            let kept = tmp.take().map(tempfile::TempDir::keep);
+            eprintln!(
+                "----- agent {} ({place}) log {}{} -----\n{}\n----- end of {} -----",
+                self.name,
+                self.log_path.display(),
+                if kept.is_some() { " (kept)" } else { "" },
+                self.log_tail(crate::LOG_TAIL_LINES),
+                self.name
+            );
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Appends a line to the agent's log so that a reader sees what the harness did when.
     pub fn note(&self, what: &str) {
         use std::io::Write;
