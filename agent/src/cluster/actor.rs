@@ -3,7 +3,7 @@
 //! asks it to, and forwards the resulting events. Decisions live in the state types; this
 //! file is the plumbing around them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -960,10 +960,16 @@ impl Actor {
                 debug!(from = %remote.from, "ignoring an invalid item in push-pull state: {e}");
             }
         }
+        // A "down" verdict about a member we hold active is left out: our own probes are the
+        // fresher word on it (a dead one is soon found by them), whereas the peer may be
+        // repeating what its side of a healed partition concluded — applying that would make
+        // a live member flap to failed here until it renews its identity.
+        let active: HashSet<NodeId> = self.foca.iter_members().map(|m| m.id().clone()).collect();
         let mut swim: Vec<Member<NodeId>> = remote
             .swim
             .into_iter()
             .filter(|m| message::check_node_name(&m.id().name).is_ok())
+            .filter(|m| !(m.state() == foca::State::Down && active.contains(m.id())))
             .collect();
         swim.push(Member::alive(remote.from.clone()));
         if let Err(e) = self
