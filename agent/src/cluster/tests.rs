@@ -68,6 +68,12 @@ async fn wait_listed(nodes: &[Node], name: &str, status: Status) {
     }
 }
 
+/// How many members `handle` lists alive.
+async fn alive_count(handle: &ClusterHandle) -> usize {
+    let members = handle.members().await.unwrap();
+    members.iter().filter(|m| m.status == Status::Alive).count()
+}
+
 async fn statuses(n: &Node) -> Vec<(String, Status)> {
     let mut v: Vec<_> = n
         .handle
@@ -279,16 +285,7 @@ async fn queries_return_as_soon_as_every_expected_node_answered() {
     let (ha, _) = answer_queries(a);
     let (_hb, _) = answer_queries(b);
     let (_hc, _) = answer_queries(c);
-    wait_for("3 alive", async || {
-        ha.members()
-            .await
-            .unwrap()
-            .iter()
-            .filter(|m| m.status == Status::Alive)
-            .count()
-            == 3
-    })
-    .await;
+    wait_for("3 alive", async || alive_count(&ha).await == 3).await;
 
     let started = Instant::now();
     let rx = ha
@@ -357,16 +354,7 @@ async fn long_answers_are_truncated_with_a_marker_not_dropped() {
         }
     });
     drop(a.events);
-    wait_for("2 alive", async || {
-        ha.members()
-            .await
-            .unwrap()
-            .iter()
-            .filter(|m| m.status == Status::Alive)
-            .count()
-            == 2
-    })
-    .await;
+    wait_for("2 alive", async || alive_count(&ha).await == 2).await;
     let mut rx = ha
         .query(QueryParams {
             name: "big".into(),
