@@ -21,12 +21,13 @@ use tracing::{debug, error, info, warn};
 use super::config::ClusterConfig;
 use super::error::ClusterError;
 use super::handle::{
-    ClusterHandle, ClusterInfo, Command, MemberView, QueryParams, SeenEvent, Status,
+    ClusterHandle, ClusterInfo, Command, Counters, MemberView, QueryParams, SeenEvent, Status,
 };
 use super::identity::NodeId;
 use super::keyring::{Key, KeyChange};
 use super::log_limit::LogLimiter;
 use super::message::{self, Broadcast, LeaveIntent, SuspectReport, TagRecord};
+use super::plumtree::{self, Plumtree};
 use super::push_pull::{self, Mode, State};
 use super::query::{self, PendingQuery, QueryMsg, QueryReply, QueryUpdate};
 use super::runtime::SwimRuntime;
@@ -114,6 +115,9 @@ pub(crate) struct Actor {
     last_catch_up: Option<Instant>,
     /// Suspicions being confirmed by independent members (fast failure detection).
     suspicions: Suspicions,
+    /// The broadcast tree user events and queries spread on.
+    tree: Plumtree<SocketAddr>,
+    tree_buf: Vec<u8>,
     /// Members and clocks written to disk, so a restart rejoins on its own.
     snapshot: Option<Snapshotter>,
     /// This process continues an earlier one (from its snapshot): its first join is a rejoin,
@@ -141,6 +145,7 @@ impl Actor {
             state.clone(),
         );
         Actor {
+            tree: Plumtree::new(config.profile.tree_graft_timeout()),
             config,
             foca,
             runtime: SwimRuntime::new(),
@@ -166,6 +171,7 @@ impl Actor {
             received: HashMap::new(),
             answered: HashMap::new(),
             suspicions: Suspicions::default(),
+            tree_buf: Vec::with_capacity(wire::SWIM_PACKET_SIZE),
             last_catch_up: None,
             restarted: snapshot.as_ref().is_some_and(|(_, restarted)| *restarted),
             snapshot: snapshot.map(|(s, _)| s),
@@ -198,7 +204,7 @@ impl Actor {
         // Announce our tags: they ride on gossip as soon as we have someone to tell.
         let tags = self.state.lock().members.local().tags.clone();
         let record = self.state.lock().members.local_tag_record(tags);
-        self.add_broadcast(&Broadcast::Tags(record));
+        self.add_broadcast(Broadcast::Tags(record));
         self.timers.schedule(
             now + self.config.profile.push_pull_interval(1),
             Tick::PushPull,
@@ -251,6 +257,14 @@ impl Actor {
                 Ok(Broadcast::Query(q)) => self.on_query_asked_again(q),
                 Ok(_) => self.reject(from, "a direct query frame must carry a query"),
                 Err(e) => self.reject(from, &format!("malformed direct query: {e}")),
+            },
+            Ok((Kind::Tree, body)) => match plumtree::decode(&body) {
+                Ok(plumtree::Frame::Gossip(encoded)) => self.on_tree_gossip(from, encoded),
+                Ok(frame) => {
+                    self.tree.on_control(from, &frame);
+                    self.flush();
+                }
+                Err(e) => self.reject(from, &format!("malformed tree frame: {e}")),
             },
             Ok((Kind::Ping, body)) => match wire::parse_nonce(&body) {
                 Some(nonce) => self.send_kind(Kind::Ack, from, &wire::nonce_body(nonce)),
@@ -306,6 +320,10 @@ impl Actor {
                         self.state.lock().release_events(None, SystemTime::now());
                         self.flush();
                     }
+                }
+                Tick::Tree(timer) => {
+                    self.tree.timer_due(timer);
+                    self.flush();
                 }
                 Tick::ConfirmSuspect(member) => {
                     let step = self.suspicions.probe_step(&member);
@@ -437,6 +455,7 @@ impl Actor {
                 self.on_suspect_report(report);
                 more = true;
             }
+            self.drain_tree();
             if !more && self.runtime.backlog() == 0 {
                 break;
             }
@@ -451,6 +470,40 @@ impl Actor {
 
     fn send(&mut self, to: SocketAddr, data: &[u8]) {
         self.send_kind(Kind::Swim, to, data);
+    }
+
+    /// Sends what the broadcast tree asked to send and sets its timers; links it to more
+    /// members first if it has too few peers.
+    fn drain_tree(&mut self) {
+        if self.tree.wants_peers() {
+            let candidates: Vec<SocketAddr> =
+                self.foca.iter_members().map(|m| m.id().addr).collect();
+            self.tree.link(&candidates, &mut self.rng);
+        }
+        let mut body = std::mem::take(&mut self.tree_buf);
+        while let Some((to, out)) = self.tree.next_out() {
+            body.clear();
+            plumtree::encode(&out, &mut body);
+            self.send_kind(Kind::Tree, to, &body);
+        }
+        self.tree_buf = body;
+        let now = Instant::now();
+        while let Some((after, timer)) = self.tree.next_timer() {
+            self.timers.schedule(now + after, Tick::Tree(timer));
+        }
+    }
+
+    /// A user event or query pushed to us on the tree.
+    fn on_tree_gossip(&mut self, from: SocketAddr, encoded: &[u8]) {
+        let msg = match Broadcast::decode(encoded) {
+            Ok(msg @ (Broadcast::User { .. } | Broadcast::Query(_))) => msg,
+            Ok(_) => return self.reject(from, "only user events and queries travel the tree"),
+            Err(e) => return self.reject(from, &format!("malformed broadcast on the tree: {e}")),
+        };
+        if self.tree.on_gossip(from, encoded) {
+            self.state.lock().receive(msg, SystemTime::now());
+        }
+        self.flush();
     }
 
     fn send_kind(&mut self, kind: Kind, to: SocketAddr, data: &[u8]) {
@@ -482,6 +535,7 @@ impl Actor {
             }
             OwnedNotification::MemberDown(id) => {
                 self.suspicions.forget(&id);
+                self.tree.remove_peer(&id.addr);
                 if let Some(s) = self.snapshot.as_mut() {
                     s.not_alive(&id.name);
                 }
@@ -681,8 +735,10 @@ impl Actor {
         }
     }
 
-    fn add_broadcast(&mut self, msg: &Broadcast) {
-        if let Err(e) = self.foca.add_broadcast(&msg.encode()) {
+    /// Applies a broadcast of ours and spreads it: user events and queries on the tree, the
+    /// rest through foca.
+    fn add_broadcast(&mut self, msg: Broadcast) {
+        if let Err(e) = self.offer(msg) {
             // Sizes are checked before we get here; this is a bug, not bad input.
             error!("could not queue broadcast: {e}");
         }
@@ -690,6 +746,22 @@ impl Actor {
             debug!("foca broadcast: {e}");
         }
         self.flush();
+    }
+
+    /// Applies a broadcast (ours, or learned by push-pull) and, if it was news here, queues
+    /// it to spread: on the tree for user events and queries, in foca's backlog otherwise
+    /// (foca applies it through our handler).
+    fn offer(&mut self, msg: Broadcast) -> Result<(), foca::Error> {
+        let encoded = msg.encode();
+        match msg {
+            Broadcast::User { .. } | Broadcast::Query(_) => {
+                if self.state.lock().receive(msg, SystemTime::now()) {
+                    self.tree.broadcast(&encoded);
+                }
+                Ok(())
+            }
+            _ => self.foca.add_broadcast(&encoded).map(|_| ()),
+        }
     }
 
     // ---- commands ----
@@ -715,7 +787,11 @@ impl Actor {
             profile: self.config.profile.as_str().to_string(),
             name_conflicts: state.members.conflicts().to_vec(),
             event_latency: state.event_latency.clone(),
-            counters: state.counters.clone(),
+            counters: Counters {
+                tree_duplicates: self.tree.counters.duplicates,
+                tree_grafts: self.tree.counters.grafts,
+                ..state.counters.clone()
+            },
         }
     }
 
@@ -766,7 +842,7 @@ impl Actor {
         let sent_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        self.add_broadcast(&Broadcast::User {
+        self.add_broadcast(Broadcast::User {
             event: UserEvent {
                 ltime,
                 name,
@@ -800,7 +876,7 @@ impl Actor {
             return Ok(tags); // nothing changed: no broadcast, no member-update everywhere
         }
         let record = self.state.lock().members.local_tag_record(tags.clone());
-        self.add_broadcast(&Broadcast::Tags(record));
+        self.add_broadcast(Broadcast::Tags(record));
         Ok(tags)
     }
 
@@ -820,7 +896,7 @@ impl Actor {
             }
             (member.id.clone(), local)
         };
-        self.add_broadcast(&Broadcast::Leave(LeaveIntent {
+        self.add_broadcast(Broadcast::Leave(LeaveIntent {
             node: target.name,
             generation: target.generation,
             by,
@@ -850,7 +926,7 @@ impl Actor {
             started: Instant::now(),
             replies: vec![reply],
         });
-        self.add_broadcast(&Broadcast::Leave(intent));
+        self.add_broadcast(Broadcast::Leave(intent));
         self.timers
             .schedule(Instant::now() + LEAVE_POLL, Tick::LeaveCheck);
     }
@@ -955,8 +1031,8 @@ impl Actor {
             event,
             sent_unix_ms: 0,
         }));
-        for item in &learned {
-            if let Err(e) = self.foca.add_broadcast(&item.encode()) {
+        for item in learned {
+            if let Err(e) = self.offer(item) {
                 debug!(from = %remote.from, "ignoring an invalid item in push-pull state: {e}");
             }
         }
@@ -1064,8 +1140,8 @@ impl Actor {
         self.timers.schedule(now + timeout, Tick::QueryDeadline(id));
         self.timers
             .schedule(now + reask_after, Tick::QueryReask(id));
-        // Our own copy comes back through foca's handler: we ack and answer like any node.
-        self.add_broadcast(&msg);
+        // We apply our own copy like any node: ack and answer it.
+        self.add_broadcast(msg);
         if self.asked.get(&id).is_some_and(|a| a.pending.complete()) {
             self.finish_query(id, false);
         }
@@ -1309,6 +1385,12 @@ impl Actor {
         if !events.is_empty() {
             info!(count = events.len(), "reaped members");
             self.state.lock().outbox.extend(events);
+            self.flush();
+        }
+        // Tree peers that foca does not list as live (one that linked to us and died before
+        // we ever heard of it, so no "down" came) are dropped; lost links are replaced.
+        let live: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        if self.tree.retain_peers(|peer| live.contains(peer)) {
             self.flush();
         }
     }

@@ -135,6 +135,12 @@ pub struct Counters {
     /// Members this node declared down because independent members confirmed a suspicion
     /// (before foca's suspicion timer would have).
     pub suspicions_confirmed: u64,
+    /// Copies of a user event or query that arrived after the first (each prunes a link of
+    /// the broadcast tree).
+    pub tree_duplicates: u64,
+    /// User events and queries asked for after only their announcement arrived (a lost
+    /// packet or a dead parent in the broadcast tree).
+    pub tree_grafts: u64,
 }
 
 /// One recently seen user event, for `rumor events`.

@@ -17,6 +17,7 @@ pub mod latency;
 mod log_limit;
 mod members;
 pub mod message;
+pub mod plumtree;
 pub mod profile;
 pub(crate) mod push_pull;
 pub mod query;

@@ -139,6 +139,17 @@ impl Profile {
         }
     }
 
+    /// How long a user event or query announced by a lazy peer of the broadcast tree may take
+    /// to arrive by the tree before it is asked for (then half as long for each further
+    /// announcer). Tree delivery takes a few milliseconds on a LAN; 100 ms leaves room for a
+    /// loaded host without making a lost packet cost much.
+    pub fn tree_graft_timeout(self) -> Duration {
+        match self {
+            Profile::Lan | Profile::Local => Duration::from_millis(100),
+            Profile::Wan => Duration::from_millis(500),
+        }
+    }
+
     /// Timeout for one TCP push-pull exchange (connect, send, receive).
     pub fn push_pull_timeout(self) -> Duration {
         match self {

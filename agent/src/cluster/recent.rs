@@ -19,6 +19,10 @@ impl<K: Hash + Eq + Clone> RecentSet<K> {
         }
     }
 
+    pub fn contains(&self, key: &K) -> bool {
+        self.members.contains(key)
+    }
+
     /// Records `key`; returns `true` if it was not already remembered.
     pub fn insert(&mut self, key: K) -> bool {
         if self.members.contains(&key) {

@@ -100,11 +100,12 @@ async fn next_user_event(n: &mut Node) -> rumor_handlers::event::UserEvent {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_nodes_converge_spread_events_tags_and_leaves() {
+/// `count` nodes named `{prefix}0`, `{prefix}1`, ..., all joined through the first, once
+/// every one lists them all alive.
+async fn joined_cluster(prefix: &str, count: usize) -> Vec<Node> {
     let mut nodes = Vec::new();
-    for i in 0..5 {
-        nodes.push(node(&format!("n{i}")).await);
+    for i in 0..count {
+        nodes.push(node(&format!("{prefix}{i}")).await);
     }
     let seed = nodes[0].addr.clone();
     for n in &nodes[1..] {
@@ -112,12 +113,18 @@ async fn five_nodes_converge_spread_events_tags_and_leaves() {
         assert_eq!(report.joined, 1);
     }
     for n in &nodes {
-        wait_for("5 alive members", async || {
+        wait_for(&format!("{count} alive members"), async || {
             let s = statuses(n).await;
-            s.len() == 5 && s.iter().all(|(_, st)| *st == Status::Alive)
+            s.len() == count && s.iter().all(|(_, st)| *st == Status::Alive)
         })
         .await;
     }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_converge_spread_events_tags_and_leaves() {
+    let mut nodes = joined_cluster("n", 5).await;
     // Tags arrived with the members.
     let members = nodes[4].handle.members().await.unwrap();
     assert!(
@@ -559,4 +566,57 @@ async fn digest_exchanges_skip_equal_states_and_merge_different_ones() {
         (e.name.as_str(), &e.payload[..]),
         ("missed", &b"by gossip"[..])
     );
+}
+
+/// User events travel the broadcast tree: the first one floods the links and prunes the
+/// redundant ones, after which events from any node reach every node exactly once, with no
+/// copies at all; and a node that was killed is routed around.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_first_event_later_ones_follow_the_tree_without_copies() {
+    let mut nodes = joined_cluster("t", 8).await;
+    let copies = async |nodes: &[Node]| {
+        let mut total = 0;
+        for n in nodes {
+            total += n.handle.info().await.unwrap().counters.tree_duplicates;
+        }
+        total
+    };
+    let send_and_receive = async |nodes: &mut [Node], from: usize, name: &str| {
+        nodes[from]
+            .handle
+            .send_event(name.into(), vec![], false)
+            .await
+            .unwrap();
+        for n in nodes.iter_mut() {
+            assert_eq!(next_user_event(n).await.name, name);
+        }
+    };
+    send_and_receive(&mut nodes, 0, "first").await;
+    // Links are made as members appear, so the first event meets some redundant ones.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_first = copies(&nodes).await;
+    assert!(after_first > 0, "8 nodes with 4 links each are not a tree");
+    for (k, from) in [3, 7, 5].into_iter().enumerate() {
+        send_and_receive(&mut nodes, from, &format!("tree-{k}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        copies(&nodes).await,
+        after_first,
+        "later events met no copies"
+    );
+
+    // Kill one node without a goodbye: the others still get everything (the tree is
+    // repaired by grafts from announcements, or by new links once it is declared down).
+    let dead = nodes.remove(4);
+    dead.task.abort();
+    let _ = dead.task.await;
+    for (k, from) in [1, 6].into_iter().enumerate() {
+        send_and_receive(&mut nodes, from, &format!("after-kill-{k}")).await;
+    }
+    for n in nodes.iter_mut() {
+        while let Ok(e) = n.events.try_recv() {
+            assert!(!matches!(e, Event::User(_)), "duplicate delivery: {e:?}");
+        }
+    }
 }

@@ -36,6 +36,8 @@ pub enum Tick {
     Reconnect,
     /// The next step of confirming a suspicion of this member (ping again, or report it).
     ConfirmSuspect(NodeId),
+    /// The broadcast tree's own timers (ask for a missing broadcast, link again).
+    Tree(super::plumtree::TreeTimer),
 }
 
 /// Something due at `at`, ordered by time and then by insertion, so items due at the same

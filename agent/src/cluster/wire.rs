@@ -41,6 +41,9 @@ pub enum Kind {
     /// A query asked again, straight to a node that has not answered; the body is the
     /// query's broadcast encoding.
     Query = 6,
+    /// A user event or query spreading over the broadcast tree, or the tree's own control
+    /// messages (see `plumtree.rs`).
+    Tree = 7,
 }
 
 impl Kind {
@@ -52,6 +55,7 @@ impl Kind {
             4 => Some(Kind::Ping),
             5 => Some(Kind::Ack),
             6 => Some(Kind::Query),
+            7 => Some(Kind::Tree),
             _ => None,
         }
     }

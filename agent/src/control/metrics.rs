@@ -164,6 +164,20 @@ pub fn render(s: &Snapshot<'_>) -> String {
         &[],
         n.suspicions_confirmed,
     );
+    out.family(
+        "rumor_tree_duplicates_total",
+        "counter",
+        "Copies of a user event or query received after the first (each turns a link of the \
+         broadcast tree lazy; steady growth after the first events means churn).",
+    );
+    out.sample("rumor_tree_duplicates_total", &[], n.tree_duplicates);
+    out.family(
+        "rumor_tree_grafts_total",
+        "counter",
+        "User events and queries this node asked a peer for after only their announcement \
+         arrived (a lost packet or a dead parent in the broadcast tree).",
+    );
+    out.sample("rumor_tree_grafts_total", &[], n.tree_grafts);
 
     let latency = &c.event_latency;
     out.family(
@@ -338,6 +352,8 @@ mod tests {
                 query_reasks: 2,
                 probes_failed: 5,
                 suspicions_confirmed: 1,
+                tree_duplicates: 11,
+                tree_grafts: 3,
             },
         }
     }

@@ -65,6 +65,10 @@ struct Args {
     /// Simulation: simulated seconds after the event that are counted.
     #[arg(long, default_value_t = 5.0)]
     horizon_s: f64,
+    /// Simulation: user events sent by other nodes before the measured one (they shape the
+    /// broadcast tree; 0 measures a cluster's first event).
+    #[arg(long, default_value_t = 3)]
+    warmup_events: usize,
 }
 
 fn parse_range(s: &str) -> Result<(f64, f64), String> {
@@ -147,6 +151,7 @@ fn run_sim(args: &Args, n: usize) -> anyhow::Result<()> {
         profile: args.profile,
         view,
         horizon: Duration::from_secs_f64(args.horizon_s),
+        warmup_events: args.warmup_events,
         ..SimParams::default()
     };
     let r = simulate(params);
@@ -162,7 +167,7 @@ fn sim_text(r: &SimReport, args: &Args) -> String {
     let ms = |v: Option<f64>| v.map_or("never".into(), |v| format!("{v:.1} ms"));
     let opt = |v: Option<u32>| v.map_or("-".into(), |v| v.to_string());
     format!(
-        "simulation: {} nodes (each knowing {} peers{}), {:.0} % loss, latency {}-{} ms, profile {}, seed {}\n\
+        "simulation: {} nodes (each knowing {} peers{}), {:.0} % loss, latency {}-{} ms, profile {}, seed {}, {} events before\n\
          received by {} of {}\n\
          reached 50 %: {}   99 %: {}   99.9 %: {}   100 %: {}\n\
          hops: median {}, max {}\n\
@@ -176,6 +181,7 @@ fn sim_text(r: &SimReport, args: &Args) -> String {
         args.latency_ms.1,
         args.profile.as_str(),
         args.seed,
+        r.warmup_events,
         r.received,
         r.nodes,
         ms(r.reached_50_ms),

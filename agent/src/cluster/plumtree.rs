@@ -1,0 +1,761 @@
+//! How user events and queries spread: Plumtree (Leitão, Pereira and Rodrigues, "Epidemic
+//! Broadcast Trees", SRDS 2007) over a small random set of peers drawn from foca's members.
+//!
+//! Each node links to a few random members (and to whoever links to it). A broadcast is pushed
+//! in full to the *eager* peers and announced by id (IHAVE) to the *lazy* ones. A node that
+//! gets a copy it already has answers PRUNE, and both ends make that link lazy: after the
+//! first broadcast the eager links form a spanning tree, and every later broadcast reaches
+//! each node once, plus a few 8-byte announcements per node. A node that hears an announcement
+//! but not the broadcast within `graft_timeout` asks the announcer for it (GRAFT), which makes
+//! that link eager again: a lost packet or a dead parent is repaired by the same means.
+//!
+//! Compared with pushing every item through foca's piggyback budget (4·log10(n) transmissions
+//! per node, doubled), this costs a few packets per node per event whatever the cluster size.
+//! Membership-shaped broadcasts (tags, leaves, suspicions) still ride foca: they are rare, and
+//! foca's piggyback is what makes them reach nodes that do not yet know each other.
+//!
+//! This type is sans-I/O: it takes frames and timer expiries and leaves frames to send and
+//! timers to set in queues that the actor (and the simulation) drain. Peers are whatever
+//! address type the caller uses (`SocketAddr` in the agent).
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use rand::seq::IndexedRandom;
+use thiserror::Error;
+
+use super::recent::RecentSet;
+
+/// A broadcast's id on the tree: the first 8 bytes of the SHA-256 of its encoding (the same on
+/// every node and every build).
+pub type MsgId = u64;
+
+/// Links a node opens itself; whoever links to it adds to that, so a node has about twice as
+/// many. A random graph of 3 links per node is already connected with high probability; the
+/// fourth is for loss: a node that hears of a broadcast only through its links needs one
+/// push or announcement to get through, and with 3 links 1 node in 10,000 heard none under
+/// 10 % loss in the simulation. Each link costs about one 8-byte announcement per event.
+pub const PEERS_PICKED: usize = 4;
+/// Most peers kept (links opened by others beyond this are not kept).
+const MAX_PEERS: usize = 32;
+/// Broadcast ids remembered to recognise copies.
+const SEEN_MEMORY: usize = 4096;
+/// Broadcasts kept to answer GRAFTs.
+const CACHE_SIZE: usize = 256;
+/// Broadcasts announced but not received that are being waited for at once.
+const MAX_MISSING: usize = 1024;
+/// GRAFTs sent for one broadcast before giving up (push-pull then repairs it): under 10 %
+/// loss each way one GRAFT and its answer get through about 4 times in 5.
+const MAX_GRAFTS: u8 = 8;
+/// Ids per IHAVE or GRAFT frame (8 bytes each; the frame stays well under a datagram).
+const IDS_PER_FRAME: usize = 128;
+
+const TAG_GOSSIP: u8 = 0;
+const TAG_IHAVE: u8 = 1;
+const TAG_GRAFT: u8 = 2;
+const TAG_PRUNE: u8 = 3;
+const TAG_LINK: u8 = 4;
+const TAG_LINKED: u8 = 5;
+/// Times a LINK is sent before the peer is given up on (and another one picked).
+const MAX_LINK_TRIES: u8 = 5;
+
+/// The id of an encoded broadcast.
+pub fn msg_id(encoded: &[u8]) -> MsgId {
+    let digest = ring::digest::digest(&ring::digest::SHA256, encoded);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// A frame to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// The broadcast itself (its encoding).
+    Gossip(Arc<[u8]>),
+    /// "I have these": ids of broadcasts, for a lazy peer.
+    IHave(Vec<MsgId>),
+    /// "Send me these, and push to me eagerly from now on."
+    Graft(Vec<MsgId>),
+    /// "I had that already: announce to me lazily from now on."
+    Prune,
+    /// "I took you as a peer": the receiver takes us as one too, and answers LINKED.
+    Link,
+    /// The answer to a LINK. Until one comes, the LINK is sent again: a node whose links
+    /// were all lost would otherwise hear of nothing (nobody else knows it is there).
+    Linked,
+}
+
+/// Something the tree wants done later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeTimer {
+    /// Ask for this announced broadcast if it has not arrived.
+    Graft(MsgId),
+    /// Send LINK again to the peers that have not answered.
+    Link,
+}
+
+/// A received frame, borrowing the packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<'a> {
+    Gossip(&'a [u8]),
+    IHave(Vec<MsgId>),
+    Graft(Vec<MsgId>),
+    Prune,
+    Link,
+    Linked,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("empty tree frame")]
+    Empty,
+    #[error("unknown tree frame type {0}")]
+    UnknownType(u8),
+    #[error("tree frame ids are {0} bytes, not a multiple of 8")]
+    RaggedIds(usize),
+    #[error("tree frame carries {0} ids (at most {IDS_PER_FRAME})")]
+    TooManyIds(usize),
+    #[error("empty broadcast in a tree frame")]
+    EmptyGossip,
+}
+
+/// Appends the wire form of `frame` to `out`: a type byte, then the broadcast or the ids
+/// (8 bytes each, big-endian).
+pub fn encode(frame: &Out, out: &mut Vec<u8>) {
+    match frame {
+        Out::Gossip(msg) => {
+            out.push(TAG_GOSSIP);
+            out.extend_from_slice(msg);
+        }
+        Out::IHave(ids) | Out::Graft(ids) => {
+            out.push(if matches!(frame, Out::IHave(_)) {
+                TAG_IHAVE
+            } else {
+                TAG_GRAFT
+            });
+            for id in ids {
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+        }
+        Out::Prune => out.push(TAG_PRUNE),
+        Out::Link => out.push(TAG_LINK),
+        Out::Linked => out.push(TAG_LINKED),
+    }
+}
+
+pub fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let (&tag, rest) = body.split_first().ok_or(FrameError::Empty)?;
+    let ids = || -> Result<Vec<MsgId>, FrameError> {
+        if rest.len() % 8 != 0 {
+            return Err(FrameError::RaggedIds(rest.len()));
+        }
+        if rest.len() / 8 > IDS_PER_FRAME {
+            return Err(FrameError::TooManyIds(rest.len() / 8));
+        }
+        Ok(rest
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().expect("chunks of 8")))
+            .collect())
+    };
+    match tag {
+        TAG_GOSSIP if rest.is_empty() => Err(FrameError::EmptyGossip),
+        TAG_GOSSIP => Ok(Frame::Gossip(rest)),
+        TAG_IHAVE => Ok(Frame::IHave(ids()?)),
+        TAG_GRAFT => Ok(Frame::Graft(ids()?)),
+        TAG_PRUNE => Ok(Frame::Prune),
+        TAG_LINK => Ok(Frame::Link),
+        TAG_LINKED => Ok(Frame::Linked),
+        other => Err(FrameError::UnknownType(other)),
+    }
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TreeCounters {
+    /// Copies of a broadcast received that the node already had (each answered by PRUNE).
+    pub duplicates: u64,
+    /// Broadcasts asked for after an announcement alone arrived (lost packet, dead parent).
+    pub grafts: u64,
+}
+
+/// A broadcast announced to us that has not arrived.
+struct Missing<P> {
+    /// Who announced it, in the order they are asked.
+    announcers: VecDeque<P>,
+    grafts: u8,
+}
+
+/// Plumtree state of one node.
+pub struct Plumtree<P> {
+    eager: Vec<P>,
+    lazy: Vec<P>,
+    seen: RecentSet<MsgId>,
+    cache: VecDeque<(MsgId, Arc<[u8]>)>,
+    /// Broadcasts announced to us but not received.
+    missing: HashMap<MsgId, Missing<P>>,
+    outbox: VecDeque<(P, Out)>,
+    /// Announcements waiting to go out, grouped into one IHAVE per peer when drained.
+    announce: Vec<(P, MsgId)>,
+    /// Timers to set: after this long, call [`Plumtree::timer_due`].
+    timers: Vec<(Duration, TreeTimer)>,
+    /// Peers we linked to that have not answered yet, with the LINKs sent so far.
+    unconfirmed: Vec<(P, u8)>,
+    graft_timeout: Duration,
+    pub counters: TreeCounters,
+}
+
+impl<P: Copy + Eq + Hash> Plumtree<P> {
+    /// `graft_timeout`: how long an announced broadcast may take to arrive by the tree before
+    /// it is asked for.
+    pub fn new(graft_timeout: Duration) -> Self {
+        Plumtree {
+            eager: Vec::new(),
+            lazy: Vec::new(),
+            seen: RecentSet::new(SEEN_MEMORY),
+            cache: VecDeque::new(),
+            missing: HashMap::new(),
+            outbox: VecDeque::new(),
+            announce: Vec::new(),
+            timers: Vec::new(),
+            unconfirmed: Vec::new(),
+            graft_timeout,
+            counters: TreeCounters::default(),
+        }
+    }
+
+    pub fn eager_peers(&self) -> &[P] {
+        &self.eager
+    }
+
+    pub fn lazy_peers(&self) -> &[P] {
+        &self.lazy
+    }
+
+    fn knows(&self, peer: &P) -> bool {
+        self.eager.contains(peer) || self.lazy.contains(peer)
+    }
+
+    fn peers(&self) -> usize {
+        self.eager.len() + self.lazy.len()
+    }
+
+    /// Whether fewer than [`PEERS_PICKED`] peers are linked (call [`Plumtree::link`]).
+    pub fn wants_peers(&self) -> bool {
+        self.peers() < PEERS_PICKED
+    }
+
+    /// Links to random `candidates` (live members, not ourselves) until [`PEERS_PICKED`]
+    /// peers are linked or none are left.
+    pub fn link(&mut self, candidates: &[P], rng: &mut impl Rng) {
+        let wanted = PEERS_PICKED.saturating_sub(self.peers());
+        if wanted == 0 {
+            return;
+        }
+        let fresh: Vec<P> = candidates
+            .iter()
+            .filter(|c| !self.knows(c))
+            .copied()
+            .collect();
+        let picked: Vec<P> = fresh.sample(rng, wanted).copied().collect();
+        if !picked.is_empty() && self.unconfirmed.is_empty() {
+            self.timers.push((self.graft_timeout, TreeTimer::Link));
+        }
+        for peer in picked {
+            self.eager.push(peer);
+            self.unconfirmed.push((peer, 1));
+            self.outbox.push_back((peer, Out::Link));
+        }
+    }
+
+    /// Sends LINK again to peers that have not answered; gives up on those that never do.
+    fn relink(&mut self) {
+        let mut given_up = Vec::new();
+        for (peer, tries) in &mut self.unconfirmed {
+            if *tries >= MAX_LINK_TRIES {
+                given_up.push(*peer);
+            } else {
+                *tries += 1;
+                self.outbox.push_back((*peer, Out::Link));
+            }
+        }
+        for peer in &given_up {
+            self.remove_peer(peer);
+        }
+        if !self.unconfirmed.is_empty() {
+            self.timers.push((self.graft_timeout, TreeTimer::Link));
+        }
+    }
+
+    /// Anything from a peer we linked to confirms the link.
+    fn heard_from(&mut self, peer: &P) {
+        if !self.unconfirmed.is_empty() {
+            self.unconfirmed.retain(|(p, _)| p != peer);
+        }
+    }
+
+    /// A timer set through [`Plumtree::next_timer`] is due.
+    pub fn timer_due(&mut self, timer: TreeTimer) {
+        match timer {
+            TreeTimer::Graft(id) => self.graft_due(id),
+            TreeTimer::Link => self.relink(),
+        }
+    }
+
+    /// A peer left or was declared down: forget it.
+    pub fn remove_peer(&mut self, peer: &P) {
+        self.unconfirmed.retain(|(p, _)| p != peer);
+        self.eager.retain(|p| p != peer);
+        self.lazy.retain(|p| p != peer);
+        for missing in self.missing.values_mut() {
+            missing.announcers.retain(|p| p != peer);
+        }
+    }
+
+    /// Keeps the peers for which `live` holds; returns whether any was dropped.
+    pub fn retain_peers(&mut self, mut live: impl FnMut(&P) -> bool) -> bool {
+        let before = self.peers();
+        self.eager.retain(|p| live(p));
+        self.lazy.retain(|p| live(p));
+        self.unconfirmed.retain(|(p, _)| live(p));
+        before != self.peers()
+    }
+
+    fn make_eager(&mut self, peer: P) {
+        self.lazy.retain(|p| *p != peer);
+        if !self.eager.contains(&peer) && self.peers() < MAX_PEERS {
+            self.eager.push(peer);
+        }
+    }
+
+    fn make_lazy(&mut self, peer: P) {
+        self.eager.retain(|p| *p != peer);
+        if !self.lazy.contains(&peer) && self.peers() < MAX_PEERS {
+            self.lazy.push(peer);
+        }
+    }
+
+    /// Whether this broadcast id has been seen (received, or sent by us).
+    fn remember(&mut self, id: MsgId, msg: &Arc<[u8]>) -> bool {
+        if !self.seen.insert(id) {
+            return false;
+        }
+        if self.cache.len() >= CACHE_SIZE {
+            self.cache.pop_front();
+        }
+        self.cache.push_back((id, msg.clone()));
+        self.missing.remove(&id);
+        true
+    }
+
+    /// Spreads a broadcast of our own (or one learned outside the tree, e.g. by push-pull).
+    /// Returns `false` if it was already seen here.
+    pub fn broadcast(&mut self, encoded: &[u8]) -> bool {
+        let msg: Arc<[u8]> = Arc::from(encoded);
+        let id = msg_id(&msg);
+        if !self.remember(id, &msg) {
+            return false;
+        }
+        self.push(id, &msg, None);
+        true
+    }
+
+    fn push(&mut self, id: MsgId, msg: &Arc<[u8]>, except: Option<P>) {
+        for &peer in &self.eager {
+            if Some(peer) != except {
+                self.outbox.push_back((peer, Out::Gossip(msg.clone())));
+            }
+        }
+        for &peer in &self.lazy {
+            if Some(peer) != except {
+                self.announce.push((peer, id));
+            }
+        }
+    }
+
+    /// A broadcast arrived from `from` (eager push, or the answer to a GRAFT). Returns whether
+    /// it is new here: then the caller applies it.
+    pub fn on_gossip(&mut self, from: P, encoded: &[u8]) -> bool {
+        self.heard_from(&from);
+        let msg: Arc<[u8]> = Arc::from(encoded);
+        let id = msg_id(&msg);
+        if self.remember(id, &msg) {
+            self.make_eager(from);
+            self.push(id, &msg, Some(from));
+            true
+        } else {
+            self.counters.duplicates += 1;
+            self.make_lazy(from);
+            self.outbox.push_back((from, Out::Prune));
+            false
+        }
+    }
+
+    /// Announcements from `from`: wait for what we lack, and ask if it does not come.
+    pub fn on_ihave(&mut self, from: P, ids: &[MsgId]) {
+        if !self.knows(&from) {
+            self.make_lazy(from);
+        }
+        for &id in ids {
+            if self.seen.contains(&id) {
+                continue;
+            }
+            if let Some(missing) = self.missing.get_mut(&id) {
+                if !missing.announcers.contains(&from) {
+                    missing.announcers.push_back(from);
+                }
+            } else if self.missing.len() < MAX_MISSING {
+                let missing = Missing {
+                    announcers: VecDeque::from([from]),
+                    grafts: 0,
+                };
+                self.missing.insert(id, missing);
+                self.timers.push((self.graft_timeout, TreeTimer::Graft(id)));
+            }
+        }
+    }
+
+    /// The wait for an announced broadcast is over: if it still has not arrived, ask the
+    /// next announcer for it (and make that link eager), and wait again — half as long, as
+    /// the tree is then repaired and only a lost packet can delay it. Announcers are asked in
+    /// turn, again from the first when all were, up to [`MAX_GRAFTS`] times.
+    fn graft_due(&mut self, id: MsgId) {
+        let Some(missing) = self.missing.get_mut(&id) else {
+            return; // arrived meanwhile
+        };
+        let Some(peer) = missing.announcers.pop_front() else {
+            self.missing.remove(&id);
+            return;
+        };
+        missing.announcers.push_back(peer);
+        missing.grafts += 1;
+        if missing.grafts >= MAX_GRAFTS {
+            self.missing.remove(&id);
+        } else {
+            self.timers
+                .push((self.graft_timeout / 2, TreeTimer::Graft(id)));
+        }
+        self.counters.grafts += 1;
+        self.make_eager(peer);
+        self.outbox.push_back((peer, Out::Graft(vec![id])));
+    }
+
+    /// `from` wants these broadcasts, and eager pushes from now on.
+    pub fn on_graft(&mut self, from: P, ids: &[MsgId]) {
+        self.make_eager(from);
+        for id in ids {
+            if let Some((_, msg)) = self.cache.iter().find(|(cached, _)| cached == id) {
+                self.outbox.push_back((from, Out::Gossip(msg.clone())));
+            }
+        }
+    }
+
+    pub fn on_prune(&mut self, from: P) {
+        self.make_lazy(from);
+    }
+
+    /// `from` took us as a peer.
+    pub fn on_link(&mut self, from: P) {
+        if !self.knows(&from) {
+            self.make_eager(from);
+        }
+        self.outbox.push_back((from, Out::Linked));
+    }
+
+    /// Handles a decoded frame other than a broadcast (the caller decodes and checks those
+    /// itself, then calls [`Plumtree::on_gossip`]).
+    pub fn on_control(&mut self, from: P, frame: &Frame<'_>) {
+        self.heard_from(&from);
+        match frame {
+            Frame::Gossip(_) => {}
+            Frame::IHave(ids) => self.on_ihave(from, ids),
+            Frame::Graft(ids) => self.on_graft(from, ids),
+            Frame::Prune => self.on_prune(from),
+            Frame::Link => self.on_link(from),
+            Frame::Linked => {}
+        }
+    }
+
+    /// The next frame to send; announcements come last, one IHAVE per peer.
+    pub fn next_out(&mut self) -> Option<(P, Out)> {
+        if let Some(out) = self.outbox.pop_front() {
+            return Some(out);
+        }
+        let (peer, _) = *self.announce.first()?;
+        let mut ids = Vec::new();
+        self.announce.retain(|&(p, id)| {
+            if p == peer && ids.len() < IDS_PER_FRAME {
+                ids.push(id);
+                false
+            } else {
+                true
+            }
+        });
+        Some((peer, Out::IHave(ids)))
+    }
+
+    /// The next timer to set: call [`Plumtree::timer_due`] with it after the duration.
+    pub fn next_timer(&mut self) -> Option<(Duration, TreeTimer)> {
+        self.timers.pop()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    const T: Duration = Duration::from_millis(100);
+
+    fn drain(tree: &mut Plumtree<u32>) -> Vec<(u32, Out)> {
+        std::iter::from_fn(|| tree.next_out()).collect()
+    }
+
+    #[test]
+    fn frames_round_trip_and_bad_ones_are_refused() {
+        let frames = [
+            Out::Gossip(Arc::from(&b"event"[..])),
+            Out::IHave(vec![1, u64::MAX]),
+            Out::Graft(vec![7]),
+            Out::Prune,
+            Out::Link,
+            Out::Linked,
+        ];
+        for frame in frames {
+            let mut buf = Vec::new();
+            encode(&frame, &mut buf);
+            let back = match decode(&buf).unwrap() {
+                Frame::Gossip(m) => Out::Gossip(Arc::from(m)),
+                Frame::IHave(ids) => Out::IHave(ids),
+                Frame::Graft(ids) => Out::Graft(ids),
+                Frame::Prune => Out::Prune,
+                Frame::Link => Out::Link,
+                Frame::Linked => Out::Linked,
+            };
+            assert_eq!(back, frame);
+        }
+        assert_eq!(decode(&[]), Err(FrameError::Empty));
+        assert_eq!(decode(&[9]), Err(FrameError::UnknownType(9)));
+        assert_eq!(
+            decode(&[TAG_LINK, 1]),
+            Ok(Frame::Link),
+            "trailing bytes are ignored"
+        );
+        assert_eq!(decode(&[TAG_IHAVE, 1, 2, 3]), Err(FrameError::RaggedIds(3)));
+        assert_eq!(decode(&[TAG_GOSSIP]), Err(FrameError::EmptyGossip));
+        let many = [vec![TAG_GRAFT], vec![0; 8 * (IDS_PER_FRAME + 1)]].concat();
+        assert_eq!(
+            decode(&many),
+            Err(FrameError::TooManyIds(IDS_PER_FRAME + 1))
+        );
+    }
+
+    #[test]
+    fn links_pick_new_peers_and_tell_them() {
+        let mut tree = Plumtree::<u32>::new(T);
+        let mut rng = StdRng::seed_from_u64(1);
+        tree.link(&[1, 2, 3, 4, 5], &mut rng);
+        assert!(!tree.wants_peers());
+        let out = drain(&mut tree);
+        assert_eq!(out.len(), PEERS_PICKED);
+        assert!(out.iter().all(|(_, o)| *o == Out::Link));
+        tree.remove_peer(&out[0].0);
+        assert!(tree.wants_peers());
+        tree.link(&[1, 2, 3, 4, 5], &mut rng);
+        let again = drain(&mut tree);
+        assert_eq!(again.len(), 1);
+        assert!(!out.iter().any(|(p, _)| *p == again[0].0 && p != &out[0].0));
+    }
+
+    #[test]
+    fn a_link_is_sent_again_until_answered_and_given_up_after_a_few_tries() {
+        let mut tree = Plumtree::<u32>::new(T);
+        let mut rng = StdRng::seed_from_u64(1);
+        tree.link(&[1, 2, 3], &mut rng);
+        assert_eq!(drain(&mut tree).len(), 3);
+        tree.on_control(1, &Frame::Linked);
+        tree.on_gossip(2, b"anything answers");
+        drain(&mut tree);
+        assert_eq!(tree.next_timer(), Some((T, TreeTimer::Link)));
+        tree.timer_due(TreeTimer::Link);
+        assert_eq!(
+            drain(&mut tree),
+            vec![(3, Out::Link)],
+            "only the silent peer"
+        );
+        for _ in 0..MAX_LINK_TRIES {
+            while let Some((_, timer)) = tree.next_timer() {
+                tree.timer_due(timer);
+            }
+            drain(&mut tree);
+        }
+        assert!(tree.wants_peers(), "peer 3 never answered and was dropped");
+        assert!(!tree.eager_peers().contains(&3));
+        // The answering side takes the linker as an eager peer.
+        let mut other = Plumtree::<u32>::new(T);
+        other.on_link(9);
+        assert_eq!(drain(&mut other), vec![(9, Out::Linked)]);
+        assert_eq!(other.eager_peers(), &[9]);
+    }
+
+    #[test]
+    fn a_copy_prunes_the_link_and_later_broadcasts_are_only_announced_on_it() {
+        let mut tree = Plumtree::<u32>::new(T);
+        tree.on_link(1);
+        tree.on_link(2);
+        drain(&mut tree);
+        assert!(tree.on_gossip(1, b"first"));
+        // Pushed on to the other eager peer, not back to the sender.
+        assert_eq!(
+            drain(&mut tree),
+            vec![(2, Out::Gossip(Arc::from(&b"first"[..])))]
+        );
+        assert!(!tree.on_gossip(2, b"first"));
+        assert_eq!(drain(&mut tree), vec![(2, Out::Prune)]);
+        assert_eq!(tree.counters.duplicates, 1);
+        assert!(tree.broadcast(b"second"));
+        assert_eq!(
+            drain(&mut tree),
+            vec![
+                (1, Out::Gossip(Arc::from(&b"second"[..]))),
+                (2, Out::IHave(vec![msg_id(b"second")])),
+            ]
+        );
+        assert!(!tree.broadcast(b"second"), "already seen");
+    }
+
+    #[test]
+    fn a_missing_broadcast_is_grafted_from_its_announcers_in_turn() {
+        let mut tree = Plumtree::<u32>::new(T);
+        let id = msg_id(b"lost");
+        tree.on_ihave(5, &[id]);
+        tree.on_ihave(6, &[id]);
+        assert_eq!(tree.next_timer(), Some((T, TreeTimer::Graft(id))));
+        assert_eq!(tree.next_timer(), None, "one wait per broadcast");
+        tree.timer_due(TreeTimer::Graft(id));
+        assert_eq!(drain(&mut tree), vec![(5, Out::Graft(vec![id]))]);
+        assert_eq!(tree.eager_peers(), &[5]);
+        assert_eq!(tree.next_timer(), Some((T / 2, TreeTimer::Graft(id))));
+        tree.timer_due(TreeTimer::Graft(id));
+        assert_eq!(drain(&mut tree), vec![(6, Out::Graft(vec![id]))]);
+        tree.timer_due(TreeTimer::Graft(id));
+        assert_eq!(
+            drain(&mut tree),
+            vec![(5, Out::Graft(vec![id]))],
+            "from the first again"
+        );
+        assert_eq!(tree.counters.grafts, 3);
+        // Once it arrives, nothing more is asked.
+        assert!(tree.on_gossip(6, b"lost"));
+        tree.timer_due(TreeTimer::Graft(id));
+        assert!(
+            drain(&mut tree)
+                .iter()
+                .all(|(_, o)| !matches!(o, Out::Graft(_)))
+        );
+    }
+
+    #[test]
+    fn grafting_gives_up_after_a_bounded_number_of_tries() {
+        let mut tree = Plumtree::<u32>::new(T);
+        let id = msg_id(b"gone");
+        tree.on_ihave(5, &[id]);
+        while let Some((_, due)) = tree.next_timer() {
+            tree.timer_due(due);
+        }
+        assert_eq!(tree.counters.grafts, u64::from(MAX_GRAFTS));
+    }
+
+    #[test]
+    fn an_announcement_of_something_we_have_is_ignored() {
+        let mut tree = Plumtree::<u32>::new(T);
+        assert!(tree.broadcast(b"mine"));
+        tree.on_ihave(3, &[msg_id(b"mine")]);
+        assert_eq!(tree.next_timer(), None);
+        assert_eq!(tree.lazy_peers(), &[3]);
+    }
+
+    #[test]
+    fn a_graft_is_answered_from_the_cache_and_makes_the_link_eager() {
+        let mut tree = Plumtree::<u32>::new(T);
+        tree.on_ihave(4, &[]);
+        assert!(tree.broadcast(b"kept"));
+        drain(&mut tree);
+        tree.on_graft(4, &[msg_id(b"kept"), 12345]);
+        assert_eq!(
+            drain(&mut tree),
+            vec![(4, Out::Gossip(Arc::from(&b"kept"[..])))]
+        );
+        assert_eq!(tree.eager_peers(), &[4]);
+        assert!(tree.lazy_peers().is_empty());
+    }
+
+    #[test]
+    fn announcements_to_one_peer_share_a_frame() {
+        let mut tree = Plumtree::<u32>::new(T);
+        tree.on_ihave(1, &[]);
+        tree.broadcast(b"a");
+        tree.broadcast(b"b");
+        assert_eq!(
+            drain(&mut tree),
+            vec![(1, Out::IHave(vec![msg_id(b"a"), msg_id(b"b")]))]
+        );
+    }
+
+    /// Many nodes wired at random: after the first broadcast the eager links form a tree, so
+    /// the second reaches every node exactly once.
+    #[test]
+    fn after_one_broadcast_the_next_reaches_everyone_once() {
+        const N: u32 = 200;
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut nodes: Vec<Plumtree<u32>> = (0..N).map(|_| Plumtree::new(T)).collect();
+        let all: Vec<u32> = (0..N).collect();
+        let mut queue: VecDeque<(u32, u32, Out)> = VecDeque::new();
+        for i in 0..N {
+            let others: Vec<u32> = all.iter().copied().filter(|&j| j != i).collect();
+            nodes[i as usize].link(&others, &mut rng);
+        }
+        let run = |nodes: &mut Vec<Plumtree<u32>>,
+                   queue: &mut VecDeque<(u32, u32, Out)>|
+         -> (usize, usize) {
+            let (mut received, mut copies) = (0, 0);
+            loop {
+                for i in 0..N {
+                    while let Some((to, out)) = nodes[i as usize].next_out() {
+                        queue.push_back((i, to, out));
+                    }
+                }
+                let Some((from, to, out)) = queue.pop_front() else {
+                    break;
+                };
+                let node = &mut nodes[to as usize];
+                match out {
+                    Out::Gossip(m) => {
+                        copies += 1;
+                        if node.on_gossip(from, &m) {
+                            received += 1;
+                        }
+                    }
+                    Out::IHave(ids) => node.on_ihave(from, &ids),
+                    Out::Graft(ids) => node.on_graft(from, &ids),
+                    Out::Prune => node.on_prune(from),
+                    Out::Link => node.on_link(from),
+                    Out::Linked => node.on_control(from, &Frame::Linked),
+                }
+            }
+            (received, copies)
+        };
+        run(&mut nodes, &mut queue);
+        nodes[0].broadcast(b"first");
+        let (received, copies) = run(&mut nodes, &mut queue);
+        assert_eq!(received, N as usize - 1);
+        assert!(copies > received, "the first broadcast floods the graph");
+        nodes[17].broadcast(b"second");
+        let (received, copies) = run(&mut nodes, &mut queue);
+        assert_eq!(received, N as usize - 1);
+        assert_eq!(copies, received, "the second follows the tree");
+    }
+}
