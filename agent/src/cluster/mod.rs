@@ -31,6 +31,7 @@ mod suspicion;
 mod timers;
 pub mod wire;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rumor_handlers::event::Event;
@@ -50,6 +51,31 @@ pub use profile::Profile;
 
 use actor::Actor;
 use state::{ClusterState, SharedState};
+
+/// Binds UDP and TCP on the same port. With port 0 the UDP socket picks a free port, and TCP
+/// may find that port taken (by a TCP socket of another process): then it tries again with
+/// another port, a few times, instead of failing the start.
+async fn bind_pair(
+    addr: SocketAddr,
+) -> Result<(UdpSocket, TcpListener, SocketAddr), (&'static str, std::io::Error)> {
+    const ATTEMPTS: usize = 16;
+    let mut attempt = 1;
+    loop {
+        let socket = UdpSocket::bind(addr).await.map_err(|e| ("udp", e))?;
+        let bound = socket.local_addr().map_err(|e| ("udp", e))?;
+        match TcpListener::bind(bound).await {
+            Ok(listener) => return Ok((socket, listener, bound)),
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            Err(e) => return Err(("tcp", e)),
+        }
+    }
+}
 
 /// Why the cluster could not start.
 #[derive(Debug, Error)]
@@ -120,12 +146,9 @@ pub async fn start(config: ClusterConfig) -> Result<Running, StartError> {
             source,
         }
     };
-    let socket = UdpSocket::bind(config.bind)
+    let (socket, listener, bound) = bind_pair(config.bind)
         .await
-        .map_err(bind_err("udp"))?;
-    let bound = socket.local_addr().map_err(bind_err("udp"))?;
-    // TCP on the port UDP got (they differ only if the configured port was 0).
-    let listener = TcpListener::bind(bound).await.map_err(bind_err("tcp"))?;
+        .map_err(|(proto, source)| bind_err(proto)(source))?;
 
     let mut advertise = config.advertise;
     if advertise.port() == 0 {
