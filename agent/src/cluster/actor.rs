@@ -455,6 +455,10 @@ impl Actor {
                 self.on_suspect_report(report);
                 more = true;
             }
+            let released = std::mem::take(&mut self.state.lock().tree_inbox);
+            for encoded in released {
+                self.tree.broadcast(&encoded);
+            }
             self.drain_tree();
             if !more && self.runtime.backlog() == 0 {
                 break;

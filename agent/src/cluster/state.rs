@@ -51,6 +51,8 @@ pub struct ClusterState {
     pub outbox: Vec<Event>,
     /// A new broadcast arrived: the actor relays it at once instead of waiting for gossip.
     pub relay: bool,
+    /// Encoded user events for the actor to spread on the broadcast tree.
+    pub tree_inbox: Vec<Vec<u8>>,
     pub counters: Counters,
     /// Send-to-receipt time of user events that reached this node by gossip.
     pub event_latency: LatencyHistogram,
@@ -71,6 +73,7 @@ impl ClusterState {
             held_events: None,
             outbox: Vec::new(),
             relay: false,
+            tree_inbox: Vec::new(),
             counters: Counters::default(),
             event_latency: LatencyHistogram::default(),
         }
@@ -182,14 +185,15 @@ impl ClusterState {
             self.events.ignore_before(ltime);
         }
         for event in self.held_events.take().unwrap_or_default() {
-            if self.receive(
-                Broadcast::User {
-                    event,
-                    sent_unix_ms: 0,
-                },
-                now,
-            ) {
-                self.relay = true;
+            let msg = Broadcast::User {
+                event,
+                sent_unix_ms: 0,
+            };
+            let encoded = msg.encode();
+            if self.receive(msg, now) {
+                // Spread on the tree (a copy that came by the tree was passed on already and
+                // is recognised there; one sent here while the join was in flight was not).
+                self.tree_inbox.push(encoded);
             }
         }
     }
@@ -298,7 +302,7 @@ mod tests {
         // The answer says the cluster's clock was 5 when we joined.
         state.release_events(Some(5), now);
         assert_eq!(delivered(&mut state), ["fresh"]);
-        assert!(state.relay, "the news is spread further");
+        assert_eq!(state.tree_inbox.len(), 1, "the news is spread further");
         assert!(!state.holding_events());
         // Afterwards events flow normally.
         assert!(state.receive(event(10, "later"), now));
