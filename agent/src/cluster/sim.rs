@@ -11,14 +11,15 @@
 //! The membership is built directly (each node's foca is fed its peers with `apply_many`)
 //! rather than by simulating joins. foca keeps its member list in a vector with linear
 //! lookups, so a full view costs O(N²) per node to build and ~100 bytes per entry; for large
-//! N each node can be given a random symmetric partial view instead (`view`): foca picks
-//! gossip and relay targets uniformly from the members it knows, so a random view of a few
-//! hundred peers spreads an event like a full one (the tests check that on small N).
+//! N each node can be given a random symmetric partial view instead (`view`): the tree's
+//! links are drawn uniformly from the members a node knows, so a random view of a few hundred
+//! peers spreads an event like a full one (the tests check that on small N).
 //! With a partial view, probing and periodic announces are switched off (their timers are
 //! dropped): an indirect probe or an announce introduces nodes that do not know each other,
 //! each then spreads the other as a new member, and the views grow back towards N while the
-//! simulation drowns in membership gossip. Periodic gossip, which carries the event to the
-//! nodes the eager relay missed, keeps running. With the full membership everything runs.
+//! simulation drowns in membership gossip. foca's periodic gossip keeps running (it no longer
+//! carries user events; the tree's grafts repair what a lost push missed). With the full
+//! membership everything runs.
 //!
 //! What is measured: one user event is injected at node 0 after a warm-up (probes and
 //! periodic gossip run at their real cadence all along) in which a few other nodes sent an

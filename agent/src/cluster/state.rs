@@ -202,7 +202,9 @@ impl ClusterState {
 /// The foca instance every node runs (the actor, and the simulation).
 pub type SwimNode = foca::Foca<NodeId, foca::PostcardCodec, rand::rngs::StdRng, SharedState>;
 
-/// Eager relay rounds: each `foca.broadcast()` pushes the new items to 3 random members, so 2
+/// Eager relay rounds for what rides foca (tags, leave intents, suspicion reports; user events
+/// and queries travel the broadcast tree): each `foca.broadcast()` pushes the new items to 3
+/// random members, so 2
 /// rounds reach about 6. With one round (3 peers) about 1 node in 20 of a 50-node cluster was
 /// never picked and had to wait for periodic gossip (the 150–190 ms tail the benchmark showed).
 pub const EAGER_RELAY_ROUNDS: usize = 2;
