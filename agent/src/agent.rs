@@ -27,10 +27,38 @@ const MONITOR_BUFFER: usize = 1024;
 /// How long a stopping agent waits for handler runs in progress.
 const SHUTDOWN_HANDLER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How raising the agent's threads above its handlers went (see
+/// [`rumor_handlers::priority`]); done before the runtime starts, logged once logging is up.
+pub enum Boost {
+    Off,
+    /// The agent's threads run at nice `agent`, its handlers at nice `handlers`.
+    Applied {
+        agent: i32,
+        handlers: i32,
+    },
+    /// Not permitted: everything runs at the original priority.
+    Failed(std::io::Error),
+}
+
 /// Runs the agent until it leaves (SIGINT, SIGTERM or `rumor leave`).
-pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let config = args.resolve()?;
+/// `config` is `args` resolved; `boost` is how raising the agent's priority went.
+pub async fn run(args: AgentArgs, config: AgentConfig, boost: Boost) -> anyhow::Result<()> {
     let logs = logging::init(&config.log_level, config.log_json)?;
+    match boost {
+        Boost::Off => info!("priority boost off: handlers run at the agent's priority"),
+        Boost::Applied { agent, handlers } => {
+            info!(
+                agent_nice = agent,
+                handler_nice = handlers,
+                "priority boost applied"
+            )
+        }
+        // Common and harmless for an unprivileged agent: worth a line, not a warning.
+        Boost::Failed(e) => info!(
+            "priority boost not applied ({e}): handlers run at the agent's priority \
+             (needs root or CAP_SYS_NICE; priority_boost = 0 turns this off)"
+        ),
+    }
     prepare_data_dir(&config.data_dir)?;
     let advertise = advertise::choose(config.bind, config.advertise)?;
     let keyring = load_keyring(&config.data_dir, config.encrypt.as_deref())?;

@@ -11,6 +11,7 @@
 //! * [`config`]: one handler's settings ([`HandlerConfig`]).
 //! * [`contract`]: the environment and stdin a handler gets, exactly as Serf sets them, plus
 //!   `RUMOR_*` twins.
+//! * [`priority`]: the agent's threads a few nice levels above its handlers.
 //! * [`shell`]: one run of `/bin/sh -c COMMAND` with a timeout that kills its process group
 //!   and bounded output capture.
 //! * [`coalesce`]: Serf's coalescing of member and user events, as pure logic.
@@ -36,6 +37,7 @@ pub mod contract;
 pub mod dispatcher;
 pub mod event;
 pub mod filter;
+pub mod priority;
 pub mod shell;
 
 pub use coalesce::Coalescer;

@@ -132,7 +132,7 @@ pub async fn run(invocation: Invocation) -> RunResult {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = match command.spawn() {
+    let mut child = match spawn(command).await {
         Ok(child) => child,
         Err(error) => {
             return RunResult {
@@ -212,6 +212,30 @@ pub async fn run(invocation: Invocation) -> RunResult {
         Err(error) => result.error = Some(format!("waiting for the shell failed: {error}")),
     }
     result
+}
+
+/// Starts the shell. While the agent's threads run boosted ([`crate::priority`]), the start
+/// happens on a short-lived thread back at the agent's original nice value, so the shell (and
+/// whatever it starts) does not inherit the boost, and the cost of starting it is not charged
+/// at the agent's priority either.
+async fn spawn(mut command: Command) -> std::io::Result<tokio::process::Child> {
+    let Some(nice) = crate::priority::handler_nice() else {
+        return command.spawn();
+    };
+    // tokio registers the child with the runtime that is current where it is spawned.
+    let runtime = tokio::runtime::Handle::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("rumor-spawn".into())
+        .spawn(move || {
+            let result = crate::priority::set_current(nice).and_then(|()| {
+                let _runtime = runtime.enter();
+                command.spawn()
+            });
+            let _ = tx.send(result);
+        })?;
+    rx.await
+        .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread ended early")))
 }
 
 /// Writes the stdin bytes and closes stdin. A reader that went away (EPIPE) is not an error:

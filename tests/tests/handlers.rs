@@ -376,6 +376,71 @@ fn a_missing_handler_command_is_reported_per_run_and_the_agent_keeps_going() {
     agent.cli_ok(&["members"]);
 }
 
+/// The nice value of every thread of process `pid`.
+fn thread_nice_values(pid: u32) -> Vec<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the agent's threads");
+    tasks
+        .map(|t| {
+            let stat = read(&t.expect("a thread").path().join("stat"));
+            // After "pid (comm) ": field 3 is the state; field 19 is nice.
+            let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+                .split_whitespace()
+                .collect();
+            fields[19 - 3].parse().expect("a nice value")
+        })
+        .collect()
+}
+
+#[test]
+fn the_agent_runs_above_its_handlers_and_handlers_keep_the_original_priority() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return rumor_tests::skip_or_fail("lowering a nice value needs root");
+    }
+    let _slot = cluster_slot();
+    let dir = test_tempdir();
+    let ours = thread_nice_values(std::process::id())[0];
+    let record = |name: &str| {
+        format!(
+            "user:prio=nice > {}/{name}.tmp && mv {0}/{name}.tmp {0}/{name}",
+            dir.path().display()
+        )
+    };
+    let boosted = Agent::start("prio-1", &["--event-handler", &record("boosted")]);
+    let plain = Agent::start(
+        "prio-2",
+        &["--priority-boost", "0", "--event-handler", &record("plain")],
+    );
+    boosted.cli_ok(&["event", "prio"]);
+    plain.cli_ok(&["event", "prio"]);
+    for name in ["boosted", "plain"] {
+        wait_for(
+            CONVERGE,
+            "the handler to record its nice value",
+            || match read(&dir.path().join(name)).trim().parse::<i32>() {
+                Ok(nice) => {
+                    assert_eq!(nice, ours, "{name}: handlers run at the original priority");
+                    Ok(())
+                }
+                Err(e) => Err(format!("{name}: {e}")),
+            },
+        );
+    }
+    let want = (ours - 5).max(-20);
+    let threads = thread_nice_values(boosted.pid().expect("running"));
+    assert!(
+        threads.iter().all(|&n| n == want),
+        "every agent thread at nice {want}: {threads:?}"
+    );
+    assert!(boosted.log().contains("priority boost applied"));
+    let threads = thread_nice_values(plain.pid().expect("running"));
+    assert!(
+        threads.iter().all(|&n| n == ours),
+        "no boost: every thread at nice {ours}: {threads:?}"
+    );
+    assert!(plain.log().contains("priority boost off"));
+}
+
 #[test]
 fn handlers_reload_from_the_config_file() {
     let _slot = cluster_slot();

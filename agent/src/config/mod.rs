@@ -50,6 +50,11 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024;
 /// Default `reconnect_timeout` and `tombstone_timeout`.
 pub const DEFAULT_REAP_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Default `priority_boost`: nice levels the agent's threads run above its handlers.
+pub const DEFAULT_PRIORITY_BOOST: u8 = 5;
+/// The largest `priority_boost` (nice values span -20..=19).
+pub const PRIORITY_BOOST_CEILING: u8 = 19;
+
 /// Default log level.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -161,6 +166,12 @@ pub struct AgentArgs {
     #[arg(long, env = "RUMOR_MAX_RESPONSE_BYTES", value_name = "N")]
     pub max_response_bytes: Option<usize>,
 
+    /// Run the agent's own threads this many nice levels above its handlers (0-19; 0 turns it
+    /// off), so handler work never delays gossip. Needs root or CAP_SYS_NICE; without, the
+    /// agent runs unboosted and says so [default: 5].
+    #[arg(long, env = "RUMOR_PRIORITY_BOOST", value_name = "N")]
+    pub priority_boost: Option<u8>,
+
     /// Run COMMAND for events matching FILTER (repeatable). FILTER is Serf's: member-join,
     /// member-leave, member-failed, member-update, member-reap, user, user:NAME, query,
     /// query:NAME, or * — comma-separated; without `FILTER=` every event runs it. More
@@ -223,6 +234,8 @@ pub struct AgentConfig {
     pub max_response_bytes: usize,
     pub reconnect_timeout: Duration,
     pub tombstone_timeout: Duration,
+    /// Nice levels the agent's threads run above its handlers (0: none).
+    pub priority_boost: u8,
     /// Handlers from `--event-handler` flags, then the file's `[[handler]]` tables.
     pub handlers: Vec<HandlerConfig>,
     /// The `--encrypt` key, checked to be a valid key.
@@ -325,6 +338,7 @@ struct FileValues {
     max_response_bytes: Option<Spanned<usize>>,
     reconnect_timeout: Option<Spanned<String>>,
     tombstone_timeout: Option<Spanned<String>>,
+    priority_boost: Option<Spanned<u8>>,
     handler: Option<Vec<Spanned<handlers::HandlerTable>>>,
     encrypt: Option<Spanned<String>>,
     rejoin_after_leave: Option<bool>,
@@ -623,6 +637,12 @@ impl AgentArgs {
             &f.tombstone_timeout,
         )?;
 
+        let priority_boost = match (self.priority_boost, &f.priority_boost) {
+            (Some(n), _) => validate_boost(n)?,
+            (None, Some(n)) => validate_boost(*n.get_ref()).map_err(|e| in_file(n.span(), e))?,
+            (None, None) => DEFAULT_PRIORITY_BOOST,
+        };
+
         Ok(AgentConfig {
             node,
             bind,
@@ -642,6 +662,7 @@ impl AgentArgs {
             max_response_bytes,
             reconnect_timeout,
             tombstone_timeout,
+            priority_boost,
             rejoin_after_leave: self
                 .rejoin_after_leave
                 .or(f.rejoin_after_leave)
@@ -829,6 +850,17 @@ fn validate_limit(setting: &'static str, n: usize, ceiling: usize) -> Result<usi
             setting,
             &n.to_string(),
             format!("must be between 1 and {ceiling}: it must fit in one UDP packet"),
+        ));
+    }
+    Ok(n)
+}
+
+fn validate_boost(n: u8) -> Result<u8, ConfigError> {
+    if n > PRIORITY_BOOST_CEILING {
+        return Err(ConfigError::invalid(
+            "priority_boost",
+            &n.to_string(),
+            format!("must be between 0 (off) and {PRIORITY_BOOST_CEILING} nice levels"),
         ));
     }
     Ok(n)

@@ -32,6 +32,7 @@ const VARS: &[&str] = &[
     "RUMOR_MAX_EVENT_BYTES",
     "RUMOR_RECONNECT_TIMEOUT",
     "RUMOR_TOMBSTONE_TIMEOUT",
+    "RUMOR_PRIORITY_BOOST",
 ];
 
 /// Parses `argv` with exactly the RUMOR_* variables in `env` set.
@@ -108,6 +109,7 @@ fn defaults() {
     assert_eq!(c.max_event_bytes, 1024);
     assert_eq!(c.reconnect_timeout, Duration::from_secs(86400));
     assert_eq!(c.tombstone_timeout, Duration::from_secs(86400));
+    assert_eq!(c.priority_boost, 5);
     assert_eq!(c.config_file, None);
 }
 
@@ -457,6 +459,34 @@ fn max_event_bytes_bounds() {
         };
         assert_eq!(args.resolve_with(None, &host()).is_ok(), ok, "{n}");
     }
+}
+
+#[test]
+fn priority_boost_bounds_and_sources() {
+    for (n, ok) in [(0, true), (5, true), (19, true), (20, false), (255, false)] {
+        let args = AgentArgs {
+            priority_boost: Some(n),
+            ..AgentArgs::default()
+        };
+        assert_eq!(args.resolve_with(None, &host()).is_ok(), ok, "{n}");
+    }
+    let args = parse_with_env(&[], &[("RUMOR_PRIORITY_BOOST", "0")]);
+    assert_eq!(args.resolve_with(None, &host()).unwrap().priority_boost, 0);
+    let f = file("priority_boost = 2\n");
+    let c = AgentArgs::default()
+        .resolve_with(Some(&f), &host())
+        .unwrap();
+    assert_eq!(c.priority_boost, 2);
+    let f = file("node = \"a\"\npriority_boost = 40\n");
+    let msg = AgentArgs::default()
+        .resolve_with(Some(&f), &host())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.starts_with("/etc/rumor/rumor.toml:2:"), "{msg}");
+    assert!(
+        msg.contains("priority_boost") && msg.contains("0 (off)"),
+        "{msg}"
+    );
 }
 
 #[test]
