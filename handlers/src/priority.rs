@@ -24,14 +24,15 @@ const NONE: i32 = i32::MIN;
 /// The nice value the agent started with, while a boost is in force.
 static ORIGINAL: AtomicI32 = AtomicI32::new(NONE);
 
-/// Lowers the calling thread's nice value by `levels` (1–39, clamped at -20), so threads it
-/// creates afterwards run ahead of the handlers. Returns the new nice value.
-pub fn boost(levels: u8) -> io::Result<i32> {
+/// Lowers the calling thread's nice value by `levels` (not below -20), so threads it creates
+/// afterwards run ahead of the handlers. Returns the nice values of the agent (boosted) and of
+/// its handlers (the original).
+pub fn boost(levels: u8) -> io::Result<(i32, i32)> {
     let original = current()?;
     let boosted = (original - i32::from(levels)).max(-20);
     set_current(boosted)?;
     ORIGINAL.store(original, Ordering::Relaxed);
-    Ok(boosted)
+    Ok((boosted, original))
 }
 
 /// The nice value handlers run at while a boost is in force (the agent's original one).

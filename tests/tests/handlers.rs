@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rumor_tests::bench::host::thread_nice_values;
 use rumor_tests::{Agent, cluster_slot, test_tempdir, wait_for, write_file};
 use serde_json::Value;
 
@@ -376,21 +377,6 @@ fn a_missing_handler_command_is_reported_per_run_and_the_agent_keeps_going() {
     agent.cli_ok(&["members"]);
 }
 
-/// The nice value of every thread of process `pid`.
-fn thread_nice_values(pid: u32) -> Vec<i32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the agent's threads");
-    tasks
-        .map(|t| {
-            let stat = read(&t.expect("a thread").path().join("stat"));
-            // After "pid (comm) ": field 3 is the state; field 19 is nice.
-            let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
-                .split_whitespace()
-                .collect();
-            fields[19 - 3].parse().expect("a nice value")
-        })
-        .collect()
-}
-
 #[test]
 fn the_agent_runs_above_its_handlers_and_handlers_keep_the_original_priority() {
     // SAFETY: geteuid has no preconditions.
@@ -399,7 +385,9 @@ fn the_agent_runs_above_its_handlers_and_handlers_keep_the_original_priority() {
     }
     let _slot = cluster_slot();
     let dir = test_tempdir();
-    let ours = thread_nice_values(std::process::id())[0];
+    let ours = *thread_nice_values(std::process::id())
+        .first()
+        .expect("this test's own nice value");
     let record = |name: &str| {
         format!(
             "user:prio=nice > {}/{name}.tmp && mv {0}/{name}.tmp {0}/{name}",
@@ -429,13 +417,13 @@ fn the_agent_runs_above_its_handlers_and_handlers_keep_the_original_priority() {
     let want = (ours - 5).max(-20);
     let threads = thread_nice_values(boosted.pid().expect("running"));
     assert!(
-        threads.iter().all(|&n| n == want),
+        !threads.is_empty() && threads.iter().all(|&n| n == want),
         "every agent thread at nice {want}: {threads:?}"
     );
     assert!(boosted.log().contains("priority boost applied"));
     let threads = thread_nice_values(plain.pid().expect("running"));
     assert!(
-        threads.iter().all(|&n| n == ours),
+        !threads.is_empty() && threads.iter().all(|&n| n == ours),
         "no boost: every thread at nice {ours}: {threads:?}"
     );
     assert!(plain.log().contains("priority boost off"));

@@ -24,10 +24,7 @@ fn boost(config: &AgentConfig) -> Boost {
         return Boost::Off;
     }
     match priority::boost(config.priority_boost) {
-        Ok(agent) => Boost::Applied {
-            agent,
-            handlers: priority::handler_nice().unwrap_or(agent),
-        },
+        Ok((agent, handlers)) => Boost::Applied { agent, handlers },
         Err(e) => Boost::Failed(e),
     }
 }

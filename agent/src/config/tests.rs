@@ -297,24 +297,24 @@ fn type_error_names_file_and_line() {
     assert!(msg.starts_with("c.toml:2:"), "{msg}");
 }
 
+/// The error that resolving a config file with `text` (and no flags) gives.
+fn file_error(text: &str) -> String {
+    AgentArgs::default()
+        .resolve_with(Some(&file(text)), &host())
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn invalid_value_in_file_names_file_and_line() {
-    let f = file("node = \"ok\"\nbind = \"not an address\"\n");
-    let msg = AgentArgs::default()
-        .resolve_with(Some(&f), &host())
-        .unwrap_err()
-        .to_string();
+    let msg = file_error("node = \"ok\"\nbind = \"not an address\"\n");
     assert!(msg.starts_with("/etc/rumor/rumor.toml:2:"), "{msg}");
     assert!(
         msg.contains("not an address") && msg.contains("IP:PORT"),
         "{msg}"
     );
 
-    let f = file("[tags]\n\"bad key\" = \"x\"\n");
-    let msg = AgentArgs::default()
-        .resolve_with(Some(&f), &host())
-        .unwrap_err()
-        .to_string();
+    let msg = file_error("[tags]\n\"bad key\" = \"x\"\n");
     assert!(msg.starts_with("/etc/rumor/rumor.toml:"), "{msg}");
     assert!(msg.contains("bad key"), "{msg}");
 }
@@ -477,11 +477,7 @@ fn priority_boost_bounds_and_sources() {
         .resolve_with(Some(&f), &host())
         .unwrap();
     assert_eq!(c.priority_boost, 2);
-    let f = file("node = \"a\"\npriority_boost = 40\n");
-    let msg = AgentArgs::default()
-        .resolve_with(Some(&f), &host())
-        .unwrap_err()
-        .to_string();
+    let msg = file_error("node = \"a\"\npriority_boost = 40\n");
     assert!(msg.starts_with("/etc/rumor/rumor.toml:2:"), "{msg}");
     assert!(
         msg.contains("priority_boost") && msg.contains("0 (off)"),

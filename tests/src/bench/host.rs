@@ -73,18 +73,35 @@ fn status_mb(pid: u32, key: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The fields of a `/proc/.../stat` file from field 3 (state) on: index `k - 3` is field `k`
+/// of proc(5). What comes before is the pid and the command name, which may contain spaces.
+pub fn stat_fields(path: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
 /// CPU time a process has used (user + system), from /proc/PID/stat.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) start at field 3 (state).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let fields = stat_fields(&format!("/proc/{pid}/stat"))?;
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
     Some(Duration::from_secs_f64((utime + stime) as f64 / ticks))
+}
+
+/// The nice value of every thread of process `pid` (field 19 of each thread's stat).
+pub fn thread_nice_values(pid: u32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| stat_fields(&t.path().join("stat").to_string_lossy()))
+        .filter_map(|fields| fields.get(19 - 3)?.parse().ok())
+        .collect()
 }
 
 /// The CPU model and memory of this machine, for the report.
