@@ -27,8 +27,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Which agent the benchmark drives.
 #[derive(Debug, Clone)]
 pub enum Flavor {
-    Rumor { bin: PathBuf },
-    Serf { bin: PathBuf },
+    /// `agent_args` are added to every `rumor agent` command line (for experiments).
+    Rumor {
+        bin: PathBuf,
+        agent_args: Vec<String>,
+    },
+    Serf {
+        bin: PathBuf,
+    },
 }
 
 impl Flavor {
@@ -180,7 +186,7 @@ impl Agents {
         let query = "query:bench=echo ok".to_string();
         let bind = format!("127.0.0.1:{}", node.port);
         let mut cmd = match &self.flavor {
-            Flavor::Rumor { bin } => {
+            Flavor::Rumor { bin, agent_args } => {
                 let mut c = Command::new(bin);
                 c.arg("agent")
                     .args(["--node", &node.name, "--bind", &bind])
@@ -189,7 +195,8 @@ impl Agents {
                     .arg("--control")
                     .arg(node.dir.join("control.sock"))
                     .args(["--profile", profile, "--log-level", "warn"])
-                    .args(["--event-handler", &user, "--event-handler", &query]);
+                    .args(["--event-handler", &user, "--event-handler", &query])
+                    .args(agent_args);
                 for (key, _) in std::env::vars_os() {
                     if key.to_string_lossy().starts_with("RUMOR_") {
                         c.env_remove(key);
@@ -237,7 +244,7 @@ impl Agents {
         let node = &self.nodes[i];
         let (sub, rest) = args.split_first().expect("a subcommand");
         match &self.flavor {
-            Flavor::Rumor { bin } => {
+            Flavor::Rumor { bin, .. } => {
                 let mut c = Command::new(bin);
                 c.arg(sub)
                     .arg("--control")

@@ -44,6 +44,10 @@ struct Args {
     /// Idle window for CPU and traffic, seconds (30 s spans one push-pull period of `lan`).
     #[arg(long, default_value_t = 30)]
     idle_secs: u64,
+    /// An extra argument for every `rumor agent` (repeatable), e.g.
+    /// `--agent-arg=--priority-boost=10` to compare a setting against the defaults.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    agent_arg: Vec<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -101,6 +105,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     if !args.serf_only {
         flavors.push(Flavor::Rumor {
             bin: host::release_rumor()?,
+            agent_args: args.agent_arg.clone(),
         });
     }
     if args.serf || args.serf_only {
