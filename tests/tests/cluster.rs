@@ -259,6 +259,12 @@ fn killed_agent_is_failed_and_leaving_agent_is_left() {
     wait_for(CONVERGE, "the killed agent to be listed failed", || {
         check_view(&refs(&agents[..3]), &want)
     });
+    // Its host refused the packets sent to its closed port, which is what gave it away.
+    let refused: u64 = agents[..3]
+        .iter()
+        .map(|a| counter(a, "packets_refused"))
+        .sum();
+    assert!(refused > 0, "no agent counted a refused packet");
 
     let out = agents[2].cli(&["leave"]);
     assert!(
@@ -337,7 +343,7 @@ fn bad_input_is_rejected_and_the_agent_keeps_serving() {
     let mut future = [0u8; 64];
     future[0] = 0x52;
     future[1] = 99;
-    let rejected_before = rejected_count(target);
+    let rejected_before = counter(target, "packets_rejected");
     let offset = target.log_len();
     for datagram in [&garbage[..], &future[..], &[0x52][..]] {
         udp.send_to(datagram, target.addr()).expect("send datagram");
@@ -347,7 +353,7 @@ fn bad_input_is_rejected_and_the_agent_keeps_serving() {
     wait_for(
         Duration::from_secs(5),
         "the agent to count 3 rejected datagrams",
-        || match rejected_count(target) - rejected_before {
+        || match counter(target, "packets_rejected") - rejected_before {
             3 => Ok(()),
             n => Err(format!("{n} counted")),
         },
@@ -403,11 +409,11 @@ fn bad_input_is_rejected_and_the_agent_keeps_serving() {
     );
 }
 
-/// `packets_rejected` from `rumor info --format json`.
-fn rejected_count(agent: &Agent) -> u64 {
+/// One of the cluster counters of `rumor info --format json`.
+fn counter(agent: &Agent, name: &str) -> u64 {
     let info = agent.cli_ok(&["info", "--format", "json"]);
     let info: serde_json::Value = serde_json::from_str(&info).expect("info is JSON");
-    info["cluster"]["counters"]["packets_rejected"]
+    info["cluster"]["counters"][name]
         .as_u64()
-        .unwrap_or_else(|| panic!("info has cluster.counters.packets_rejected: {info}"))
+        .unwrap_or_else(|| panic!("info has cluster.counters.{name}: {info}"))
 }

@@ -13,6 +13,7 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rumor_handlers::event::{Event, QueryEvent, Tags, UserEvent};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -30,6 +31,7 @@ use super::message::{self, Broadcast, LeaveIntent, SuspectReport, TagRecord};
 use super::plumtree::{self, Plumtree};
 use super::push_pull::{self, Mode, State};
 use super::query::{self, PendingQuery, QueryMsg, QueryReply, QueryUpdate};
+use super::refused;
 use super::runtime::SwimRuntime;
 use super::snapshot::Snapshotter;
 use super::state::{self, SharedState, SwimNode};
@@ -115,6 +117,9 @@ pub(crate) struct Actor {
     last_catch_up: Option<Instant>,
     /// Suspicions being confirmed by independent members (fast failure detection).
     suspicions: Suspicions,
+    /// The socket reports packets a member's host refused (refused.rs).
+    notice_refusals: bool,
+    refused_buf: Vec<SocketAddr>,
     /// The broadcast tree user events and queries spread on.
     tree: Plumtree<SocketAddr>,
     tree_buf: Vec<u8>,
@@ -171,11 +176,19 @@ impl Actor {
             received: HashMap::new(),
             answered: HashMap::new(),
             suspicions: Suspicions::default(),
+            notice_refusals: false,
+            refused_buf: Vec::new(),
             tree_buf: Vec::with_capacity(wire::SWIM_PACKET_SIZE),
             last_catch_up: None,
             restarted: snapshot.as_ref().is_some_and(|(_, restarted)| *restarted),
             snapshot: snapshot.map(|(s, _)| s),
         }
+    }
+
+    /// Whether the socket was set up to report refused packets ([`refused::enable`]).
+    pub(crate) fn noticing_refusals(mut self, on: bool) -> Self {
+        self.notice_refusals = on;
+        self
     }
 
     /// Runs until a graceful leave completes (or every handle is gone).
@@ -191,8 +204,16 @@ impl Actor {
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => self.on_packet(&buf[..len], from),
+                    // A refusal reported late; the error queue tells whose.
+                    Err(e) if refused::is_refusal(&e) => {}
                     Err(e) => debug!("udp receive error: {e}"),
                 },
+                ready = self.socket.ready(Interest::ERROR), if self.notice_refusals => {
+                    match ready {
+                        Ok(_) => self.on_socket_errors(),
+                        Err(e) => self.stop_noticing_refusals(&e),
+                    }
+                }
                 () = sleep_until(deadline) => self.on_timers(),
             }
         }
@@ -518,7 +539,14 @@ impl Actor {
             self.handle.keyring.read().as_ref(),
             &mut self.send_buf,
         );
-        match self.socket.try_send_to(&self.send_buf, to) {
+        let mut sent = self.socket.try_send_to(&self.send_buf, to);
+        if let Err(e) = &sent
+            && refused::is_refusal(e)
+        {
+            // An earlier packet's refusal, reported on this send: this one was not sent.
+            sent = self.socket.try_send_to(&self.send_buf, to);
+        }
+        match sent {
             Ok(_) => self.state.lock().counters.packets_sent += 1,
             // UDP is lossy anyway; SWIM retries on its own.
             Err(e) => debug!(%to, "udp send failed: {e}"),
@@ -638,6 +666,46 @@ impl Actor {
     }
 
     // ---- suspicion confirmation (see suspicion.rs) ----
+
+    /// The socket has errors queued: act on the refused packets among them.
+    fn on_socket_errors(&mut self) {
+        let mut refused = std::mem::take(&mut self.refused_buf);
+        if let Err(e) = refused::drain(&self.socket, &mut refused) {
+            self.stop_noticing_refusals(&e);
+        }
+        for addr in refused.drain(..) {
+            self.on_refused(addr);
+        }
+        self.refused_buf = refused;
+    }
+
+    /// An error we cannot clear would wake the actor in a loop: give the feature up instead.
+    fn stop_noticing_refusals(&mut self, error: &std::io::Error) {
+        warn!(
+            "reading the socket's error queue failed; refused packets are no longer noticed: {error}"
+        );
+        self.notice_refusals = false;
+    }
+
+    /// A packet to `addr` was refused by its host: if a member lives there, its agent is
+    /// gone. That is reported like a failed probe of ours, once per incarnation.
+    fn on_refused(&mut self, addr: SocketAddr) {
+        self.state.lock().counters.packets_refused += 1;
+        let Some((member, incarnation)) = self
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id().addr == addr && m.state() != foca::State::Down)
+            .map(|m| (m.id().clone(), m.incarnation()))
+        else {
+            return;
+        };
+        let local = self.foca.identity().name.clone();
+        if self.suspicions.refused(&member, incarnation, &local) {
+            debug!(%member, "its host refused our packet; reporting the suspicion");
+            self.report_suspect(member);
+            self.flush();
+        }
+    }
 
     /// Our probe of `member` failed (foca now suspects it): tell everyone.
     fn report_suspect(&mut self, member: NodeId) {

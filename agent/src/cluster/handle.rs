@@ -132,6 +132,8 @@ pub struct Counters {
     pub query_reasks: u64,
     /// Probes of ours that got no answer, directly or indirectly: each starts a suspicion.
     pub probes_failed: u64,
+    /// Packets to a member that its host refused (ICMP port unreachable: its agent is gone).
+    pub packets_refused: u64,
     /// Members this node declared down because independent members confirmed a suspicion
     /// (before foca's suspicion timer would have).
     pub suspicions_confirmed: u64,

@@ -23,6 +23,7 @@ pub(crate) mod push_pull;
 pub mod query;
 mod rate_limit;
 mod recent;
+mod refused;
 mod runtime;
 pub mod sim;
 pub mod snapshot;
@@ -149,6 +150,13 @@ pub async fn start(config: ClusterConfig) -> Result<Running, StartError> {
     let (socket, listener, bound) = bind_pair(config.bind)
         .await
         .map_err(|(proto, source)| bind_err(proto)(source))?;
+    let refusals = match refused::enable(&socket) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("packets refused by a member's host will not be noticed: {e}");
+            false
+        }
+    };
 
     let mut advertise = config.advertise;
     if advertise.port() == 0 {
@@ -226,7 +234,8 @@ pub async fn start(config: ClusterConfig) -> Result<Running, StartError> {
         commands_rx,
         handle.clone(),
         events_tx,
-    );
+    )
+    .noticing_refusals(refusals);
     let task = tokio::spawn(actor.run());
     Ok(Running {
         handle,

@@ -7,11 +7,12 @@
 //! stays, and a second, faster path is added in the spirit of Lifeguard's suspicion
 //! confirmations:
 //!
-//! 1. When our own probe of a member fails (foca's `ProbeFailed`), we broadcast a
+//! 1. When our own probe of a member fails (foca's `ProbeFailed`), or its host refuses a
+//!    packet of ours because its agent is gone (refused.rs), we broadcast a
 //!    [`SuspectReport`], relayed eagerly like any broadcast.
 //! 2. A node that hears another's report pings the suspect directly, with a few retries
-//!    (each hearer with a probability chosen so that about [`PROBERS`] do). No answer: it
-//!    reports too.
+//!    (each hearer with a probability chosen so that about [`PROBERS`] do). No answer, or a
+//!    refused ping: it reports too.
 //! 3. Once [`needed`] distinct members report the same incarnation, every node that counted
 //!    them declares the member down at once — unless it has seen a refutation (a higher
 //!    incarnation) by then.
@@ -89,7 +90,8 @@ struct Case {
 struct Probe {
     nonce: u64,
     pings: u8,
-    answered: bool,
+    /// The suspect answered, or we reported it already (its host refused a packet).
+    over: bool,
 }
 
 impl Suspicions {
@@ -150,7 +152,7 @@ impl Suspicions {
         case.probe = Some(Probe {
             nonce: self.next_nonce,
             pings: 0,
-            answered: false,
+            over: false,
         });
         self.probe_step(member)
     }
@@ -163,7 +165,7 @@ impl Suspicions {
         let Some(probe) = case.probe.as_mut() else {
             return ProbeStep::Done;
         };
-        if probe.answered || case.decided {
+        if probe.over || case.decided {
             return ProbeStep::Done;
         }
         if probe.pings < PINGS {
@@ -179,9 +181,27 @@ impl Suspicions {
             if let Some(probe) = case.probe.as_mut()
                 && probe.nonce == nonce
             {
-                probe.answered = true;
+                probe.over = true;
             }
         }
+    }
+
+    /// The member's host refused a packet of ours (see refused.rs): whether we should report
+    /// it now, i.e. we have not reported it at this incarnation yet. Our own confirming probe
+    /// of it, if one runs, has nothing left to do.
+    pub fn refused(&mut self, member: &NodeId, incarnation: u16, local: &str) -> bool {
+        let Some(case) = self.cases.get_mut(member) else {
+            return true;
+        };
+        if case.incarnation != incarnation {
+            // Older: the member refuted since, and this is a new suspicion. Newer: we are
+            // behind on the member's incarnation; foca will catch up, report then.
+            return case.incarnation < incarnation;
+        }
+        if let Some(probe) = case.probe.as_mut() {
+            probe.over = true;
+        }
+        !case.decided && !case.reporters.contains(local)
     }
 
     /// The member is down or gone: nothing left to confirm.
@@ -291,6 +311,30 @@ mod tests {
         assert_ne!(nx, ny);
         s.answered(ny);
         assert_eq!(s.probe_step(&y), ProbeStep::Done);
+    }
+
+    #[test]
+    fn a_refusal_is_reported_once_per_incarnation_and_ends_our_probe() {
+        let mut s = Suspicions::default();
+        let now = Instant::now();
+        let x = node("x");
+        assert!(s.refused(&x, 3, "me"), "nobody suspects x yet: report");
+        // Our report comes back to us through the broadcast handler.
+        s.report(&report("x", 3, "me"), now);
+        assert!(!s.refused(&x, 3, "me"), "reported already");
+        assert!(!s.refused(&x, 2, "me"), "about an older incarnation");
+
+        // Someone else suspects y, we start confirming, then y's host refuses our ping.
+        let y = node("y");
+        s.report(&report("y", 1, "a"), now);
+        assert!(matches!(s.start_probe(&y), ProbeStep::Ping(_)));
+        assert!(s.refused(&y, 1, "me"));
+        assert_eq!(s.probe_step(&y), ProbeStep::Done, "the pinging is over");
+        s.report(&report("y", 1, "me"), now);
+        assert!(!s.refused(&y, 1, "me"));
+
+        // y refuted (incarnation 2): a new refusal is news again.
+        assert!(s.refused(&y, 2, "me"));
     }
 
     #[test]

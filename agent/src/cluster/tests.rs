@@ -396,7 +396,9 @@ async fn long_answers_are_truncated_with_a_marker_not_dropped() {
 
 /// A crashed member is declared failed by independent confirmations (suspicion.rs), before
 /// foca's suspicion timer would have: on `lan` timing that timer alone takes 4·log10(5) = 2.8 s
-/// after the first failed probe, and the confirmation counter shows which path decided.
+/// after the first failed probe, and the confirmation counter shows which path decided. Its
+/// closed port makes the host refuse packets to it (refused.rs), so the first packet sent
+/// there starts the suspicion, without waiting for a probe period to end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_member_is_declared_failed_by_confirmed_suspicion() {
     let mut nodes = Vec::new();
@@ -423,14 +425,23 @@ async fn a_crashed_member_is_declared_failed_by_confirmed_suspicion() {
     let killed = Instant::now();
     wait_listed(&nodes, "c4", Status::Failed).await;
     let took = killed.elapsed();
-    let mut confirmed = 0;
+    let (mut confirmed, mut refused) = (0, 0);
     for n in &nodes {
-        confirmed += n.handle.info().await.unwrap().counters.suspicions_confirmed;
+        let counters = n.handle.info().await.unwrap().counters;
+        confirmed += counters.suspicions_confirmed;
+        refused += counters.packets_refused;
     }
-    eprintln!("c4 declared failed everywhere {took:?} after the crash ({confirmed} confirmed)");
+    eprintln!(
+        "c4 declared failed everywhere {took:?} after the crash \
+         ({confirmed} confirmed, {refused} packets refused)"
+    );
     assert!(
         confirmed > 0,
         "no node declared c4 down by confirmation; foca's timer did it after {took:?}"
+    );
+    assert!(
+        refused > 0,
+        "no node noticed that c4's host refused its packets"
     );
     // Nobody alive was declared failed on the way.
     for n in &nodes {

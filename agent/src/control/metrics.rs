@@ -154,6 +154,13 @@ pub fn render(s: &Snapshot<'_>) -> String {
     );
     out.sample("rumor_probes_failed_total", &[], n.probes_failed);
     out.family(
+        "rumor_packets_refused_total",
+        "counter",
+        "Packets to a member that its host refused with ICMP port unreachable (its agent is \
+         gone; each refusal is reported as a failed probe).",
+    );
+    out.sample("rumor_packets_refused_total", &[], n.packets_refused);
+    out.family(
         "rumor_suspicions_confirmed_total",
         "counter",
         "Members this node declared failed because several members independently could not \
@@ -351,6 +358,7 @@ mod tests {
                 push_pull_rate_limited: 7,
                 query_reasks: 2,
                 probes_failed: 5,
+                packets_refused: 13,
                 suspicions_confirmed: 1,
                 tree_duplicates: 11,
                 tree_grafts: 3,
