@@ -125,6 +125,8 @@ pub(crate) struct Actor {
     tree_buf: Vec<u8>,
     /// Members and clocks written to disk, so a restart rejoins on its own.
     snapshot: Option<Snapshotter>,
+    /// Write the snapshot at the end of this flush rather than at the next interval.
+    snapshot_now: bool,
     /// This process continues an earlier one (from its snapshot): its first join is a rejoin,
     /// and events it missed while down are delivered (handlers skip what they already ran).
     restarted: bool,
@@ -180,6 +182,7 @@ impl Actor {
             refused_buf: Vec::new(),
             tree_buf: Vec::with_capacity(wire::SWIM_PACKET_SIZE),
             last_catch_up: None,
+            snapshot_now: false,
             restarted: snapshot.as_ref().is_some_and(|(_, restarted)| *restarted),
             snapshot: snapshot.map(|(s, _)| s),
         }
@@ -485,6 +488,9 @@ impl Actor {
                 break;
             }
         }
+        if std::mem::take(&mut self.snapshot_now) {
+            self.flush_snapshot();
+        }
         let events = std::mem::take(&mut self.state.lock().outbox);
         for event in events {
             // The receiver lives as long as the agent; nothing to do if it is gone.
@@ -604,6 +610,9 @@ impl Actor {
                 if let Some(s) = self.snapshot.as_mut() {
                     s.left(false);
                 }
+                // The members just learned go to disk now, not up to half a second later:
+                // a node that crashes right after joining still rejoins on its own.
+                self.snapshot_now = true;
                 self.connected = true;
                 self.ever_joined = true;
                 self.reannounce_backoff = REANNOUNCE_FIRST;

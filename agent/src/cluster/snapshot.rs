@@ -2,8 +2,9 @@
 //! confusing clocks — the alive members' addresses, the Lamport clocks, and whether the node
 //! left on purpose.
 //!
-//! It is an append-only file of JSON lines, flushed and fsync'd at most every half second
-//! (by a thread of its own, so the cluster never waits on the disk), and rewritten from the current state (compacted) when it grows. Reading stops at the first
+//! It is an append-only file of JSON lines, flushed and fsync'd at most every half second,
+//! and at once when the node joins a cluster (by a thread of its own, so the cluster never
+//! waits on the disk), and rewritten from the current state (compacted) when it grows. Reading stops at the first
 //! damaged line (a crash can leave half a line) and says so; the node starts with what came
 //! before it.
 

@@ -394,6 +394,30 @@ async fn long_answers_are_truncated_with_a_marker_not_dropped() {
     }
 }
 
+/// A node writes the members it learned by joining to its snapshot at once, not at the next
+/// snapshot interval: one that crashes right after joining still rejoins on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_reaches_the_snapshot_before_a_crash_right_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(snapshot::SNAPSHOT_FILE);
+    let seed = node("seed").await;
+    let mut c = config("joiner");
+    c.snapshot_file = Some(path.clone());
+    let joiner = node_with(c).await;
+    joiner
+        .handle
+        .join(std::slice::from_ref(&seed.addr))
+        .await
+        .unwrap();
+    // Crash at once: well within the half-second snapshot interval.
+    joiner.task.abort();
+    let _ = joiner.task.await;
+    wait_for("the snapshot to list the seed", async || {
+        snapshot::load(&path).0.alive.contains_key("seed")
+    })
+    .await;
+}
+
 /// A crashed member is declared failed by independent confirmations (suspicion.rs), before
 /// foca's suspicion timer would have: on `lan` timing that timer alone takes 4·log10(5) = 2.8 s
 /// after the first failed probe, and the confirmation counter shows which path decided. Its
