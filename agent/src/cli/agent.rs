@@ -1,5 +1,5 @@
 //! `rumor agent`: resolves the configuration, raises the agent's priority above its handlers,
-//! then runs the daemon on a multi-threaded runtime.
+//! then runs the daemon on a single-threaded runtime.
 
 use rumor_handlers::priority;
 
@@ -11,8 +11,13 @@ pub fn run(args: crate::config::AgentArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     // Before the runtime exists: its threads inherit this thread's priority.
     let boost = boost(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs every task. The agent's work is many short wake-ups (a packet, a timer,
+    // a handler's pipe or exit), and on a multi-threaded runtime each one can also wake a
+    // second worker to share it: measured with 50 agents running a shell handler per event,
+    // one thread cost 28 % less CPU per handler run (0.95 instead of 1.3 ms), CPU the
+    // handlers get instead. Nothing here computes for long; disk writes go to the blocking
+    // pool (threads named `rumor`) or threads of their own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("rumor")
         .enable_all()
         .build()?;
