@@ -688,12 +688,16 @@ impl Actor {
         self.refused_buf = refused;
     }
 
-    /// An error we cannot clear would wake the actor in a loop: give the feature up instead.
+    /// An error we cannot clear would wake the actor in a loop: give the feature up instead,
+    /// and stop the kernel queueing reports nobody reads.
     fn stop_noticing_refusals(&mut self, error: &std::io::Error) {
         warn!(
             "reading the socket's error queue failed; refused packets are no longer noticed: {error}"
         );
         self.notice_refusals = false;
+        if let Err(e) = refused::disable(&self.socket) {
+            error!("could not turn off the socket's error reports: {e}");
+        }
     }
 
     /// A packet to `addr` was refused by its host: if a member lives there, its agent is

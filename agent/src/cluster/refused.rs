@@ -28,16 +28,31 @@ const MAX_PER_DRAIN: usize = 256;
 
 /// Asks the kernel to report ICMP errors for packets sent from `socket`.
 pub fn enable(socket: &UdpSocket) -> io::Result<()> {
+    set_recverr(socket, true)
+}
+
+/// Stops the reports, for when the queue can no longer be read: errors left on it would use
+/// up the receive buffer (turning the option off also empties the queue).
+pub fn disable(socket: &UdpSocket) -> io::Result<()> {
+    set_recverr(socket, false)
+}
+
+fn set_recverr(socket: &UdpSocket, on: bool) -> io::Result<()> {
     let fd = socket.as_raw_fd();
     // IPv4 errors reach an IPv6 socket too (IPv4-mapped peers), so a v6 socket sets both.
     if socket.local_addr()?.is_ipv6() {
-        setsockopt_on(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR)?;
+        setsockopt_bool(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, on)?;
     }
-    setsockopt_on(fd, libc::IPPROTO_IP, libc::IP_RECVERR)
+    setsockopt_bool(fd, libc::IPPROTO_IP, libc::IP_RECVERR, on)
 }
 
-fn setsockopt_on(fd: libc::c_int, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
-    let on: libc::c_int = 1;
+fn setsockopt_bool(
+    fd: libc::c_int,
+    level: libc::c_int,
+    name: libc::c_int,
+    on: bool,
+) -> io::Result<()> {
+    let on = libc::c_int::from(on);
     // SAFETY: `on` outlives the call and its size is passed along.
     let rc = unsafe {
         libc::setsockopt(
@@ -219,6 +234,30 @@ mod tests {
             .unwrap();
         let (n, _) = socket.recv_from(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"back");
+    }
+
+    #[tokio::test]
+    async fn disabling_stops_the_reports_and_empties_the_queue() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        enable(&socket).unwrap();
+        socket.send_to(b"ping", closed_port()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        disable(&socket).unwrap();
+        // The first refusal may still surface once, on this send (as in the actor: retry).
+        let gone = closed_port();
+        if let Err(e) = socket.send_to(b"ping", gone).await {
+            assert!(is_refusal(&e), "{e}");
+            socket.send_to(b"ping", gone).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut refused = Vec::new();
+        let read = socket.try_io(Interest::ERROR, || read_error(socket.as_raw_fd()));
+        assert!(
+            matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "{read:?}"
+        );
+        drain(&socket, &mut refused).unwrap();
+        assert!(refused.is_empty(), "{refused:?}");
     }
 
     #[tokio::test]
