@@ -210,6 +210,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ipv6_refusals_are_reported_too() {
+        let Ok(socket) = UdpSocket::bind("[::1]:0").await else {
+            // CI sets RUMOR_REQUIRE_ALL: there a skip is a failure.
+            assert!(
+                std::env::var_os("RUMOR_REQUIRE_ALL").is_none(),
+                "no IPv6 loopback on this machine"
+            );
+            eprintln!("skipped: no IPv6 loopback on this machine");
+            return;
+        };
+        enable(&socket).unwrap();
+        let gone = std::net::UdpSocket::bind("[::1]:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        socket.send_to(b"ping", gone).await.unwrap();
+        assert_eq!(refusals(&socket).await, vec![gone]);
+    }
+
+    #[tokio::test]
     async fn the_socket_keeps_working_for_live_peers_after_a_refusal() {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         enable(&socket).unwrap();
