@@ -547,9 +547,9 @@ impl Actor {
         );
         let mut sent = self.socket.try_send_to(&self.send_buf, to);
         if let Err(e) = &sent
-            && refused::is_refusal(e)
+            && refused::may_be_an_earlier_error(e)
         {
-            // An earlier packet's refusal, reported on this send: this one was not sent.
+            // Perhaps an earlier packet's ICMP error, reported on this send instead of it.
             sent = self.socket.try_send_to(&self.send_buf, to);
         }
         match sent {

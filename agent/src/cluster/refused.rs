@@ -11,10 +11,12 @@
 //!
 //! How: Linux reports ICMP errors on an unconnected UDP socket only with `IP_RECVERR`
 //! (`IPV6_RECVERR`); they are then queued on the socket's error queue, read with
-//! `recvmsg(MSG_ERRQUEUE)`, which gives the destination of the refused packet. A queued error
-//! is also returned, once, by the next `send` or `recv` on the socket: the actor retries such
-//! a send, and a receive error is skipped. Errors left unread would fill the receive buffer,
-//! so the actor drains the queue whenever the socket reports one.
+//! `recvmsg(MSG_ERRQUEUE)`, which gives the destination of the refused packet. Every ICMP
+//! error (a refusal, or a router's "host unreachable") is queued and also returned, once, by
+//! the next `send` or `recv` on the socket, whatever that call's destination. So the actor
+//! retries a failed send once ([`may_be_an_earlier_error`]) and skips a failed receive.
+//! Errors left unread would fill the receive buffer, so the actor drains the queue whenever
+//! the socket reports one.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -74,6 +76,13 @@ fn setsockopt_bool(
 /// the operation itself did not happen and can be retried.
 pub fn is_refusal(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::ConnectionRefused
+}
+
+/// Whether a failed send may have failed with an earlier packet's ICMP error (a refusal,
+/// a host or network unreachable, ...) rather than its own, and so is worth one more try:
+/// any error but a full buffer. A send's own error simply comes back on the retry.
+pub fn may_be_an_earlier_error(error: &io::Error) -> bool {
+    error.kind() != io::ErrorKind::WouldBlock
 }
 
 /// Reads the socket's error queue until it is empty (or [`MAX_PER_DRAIN`] errors were read),
@@ -240,7 +249,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let to = peer.local_addr().unwrap();
         let sent = match socket.try_send_to(b"hello", to) {
-            Err(e) if is_refusal(&e) => socket.try_send_to(b"hello", to),
+            Err(e) if may_be_an_earlier_error(&e) => socket.try_send_to(b"hello", to),
             other => other,
         };
         assert_eq!(sent.unwrap(), 5);
