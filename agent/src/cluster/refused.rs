@@ -192,6 +192,14 @@ mod tests {
         s.local_addr().unwrap()
     }
 
+    /// Waits until the socket has an error queued, without reading it.
+    async fn queued(socket: &UdpSocket) {
+        tokio::time::timeout(Duration::from_secs(5), socket.ready(Interest::ERROR))
+            .await
+            .expect("the kernel reports the refusal")
+            .unwrap();
+    }
+
     async fn refusals(socket: &UdpSocket) -> Vec<SocketAddr> {
         let mut refused = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), async {
@@ -245,14 +253,16 @@ mod tests {
         let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let gone = closed_port();
         socket.send_to(b"ping", gone).await.unwrap();
-        // Not drained: the pending error surfaces once on the next send, which is retried.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        queued(&socket).await;
+        // Not drained: the refusal makes the next send fail, whatever its destination. That
+        // packet was not sent; the retry sends it.
         let to = peer.local_addr().unwrap();
-        let sent = match socket.try_send_to(b"hello", to) {
-            Err(e) if may_be_an_earlier_error(&e) => socket.try_send_to(b"hello", to),
-            other => other,
-        };
-        assert_eq!(sent.unwrap(), 5);
+        let first = socket.try_send_to(b"hello", to);
+        assert!(
+            matches!(&first, Err(e) if is_refusal(e) && may_be_an_earlier_error(e)),
+            "{first:?}"
+        );
+        assert_eq!(socket.try_send_to(b"hello", to).unwrap(), 5);
         let mut buf = [0u8; 16];
         let (n, _) = peer.recv_from(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"hello");
@@ -270,7 +280,7 @@ mod tests {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         enable(&socket).unwrap();
         socket.send_to(b"ping", closed_port()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        queued(&socket).await;
         disable(&socket).unwrap();
         // The first refusal may still surface once, on this send (as in the actor: retry).
         let gone = closed_port();
@@ -278,6 +288,7 @@ mod tests {
             assert!(is_refusal(&e), "{e}");
             socket.send_to(b"ping", gone).await.unwrap();
         }
+        // Nothing may arrive now; a loopback refusal would take microseconds.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut refused = Vec::new();
         let read = socket.try_io(Interest::ERROR, || read_error(socket.as_raw_fd()));
@@ -293,6 +304,7 @@ mod tests {
     async fn without_enable_nothing_is_reported() {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         socket.send_to(b"ping", closed_port()).await.unwrap();
+        // Nothing may arrive; a loopback refusal would take microseconds.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut refused = Vec::new();
         drain(&socket, &mut refused).unwrap();
