@@ -9,7 +9,7 @@ use anyhow::Context;
 use rumor_handlers::event::{Event, MemberEventKind, QueryEvent, Tags};
 use rumor_handlers::{Dispatcher, HandledEvents, LocalNode};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::advertise;
@@ -19,7 +19,7 @@ use crate::config::{AgentArgs, AgentConfig, DEFAULT_LOG_LEVEL};
 use crate::control::{
     self, AgentInfo, ControlAuth, ControlContext, ControlEndpoint, ControlToken, ReloadRequest,
 };
-use crate::handled;
+use crate::handled::{self, HandledRecord};
 use crate::logging::{self, LogHub};
 
 /// Events buffered for each `rumor monitor` subscriber before it is told it lagged.
@@ -110,14 +110,18 @@ pub async fn run(args: AgentArgs, config: AgentConfig, boost: Boost) -> anyhow::
 
     // After a restart the cluster delivers again what peers still hold; handlers skip what
     // they ran before (and a handler added since skips what happened before the restart).
-    let handled_file = handled::file_in(&config.data_dir);
     let restored_clock = handle.info().await?.event_clock;
     let default_mark = (restored_clock > 0).then(|| HandledEvents::before(restored_clock));
-    dispatcher.restore_handled(handled::load(&handled_file), default_mark);
-    let saver = tokio::spawn(handled::keep_saved(
-        handled_file.clone(),
-        dispatcher.clone(),
-    ));
+    dispatcher.restore_handled(handled::load(&config.data_dir), default_mark);
+    let record =
+        HandledRecord::open(&config.data_dir, dispatcher.handled()).with_context(|| {
+            format!(
+                "cannot write the handler record in {}; check that the data directory is writable",
+                config.data_dir.display()
+            )
+        })?;
+    let (stop_saver, saver_stop) = oneshot::channel();
+    let saver = tokio::spawn(handled::keep_saved(record, dispatcher.clone(), saver_stop));
 
     if !config.join.is_empty() {
         let report = handle.join(&config.join).await.with_context(|| {
@@ -193,13 +197,18 @@ pub async fn run(args: AgentArgs, config: AgentConfig, boost: Boost) -> anyhow::
     if let Some(metrics) = metrics {
         metrics.shutdown().await;
     }
-    saver.abort();
     // Let runs in progress finish, so the record of what ran is complete.
     if !reloader.dispatcher.wait_idle(SHUTDOWN_HANDLER_WAIT).await {
         warn!("handlers still busy at shutdown; their events may run again after a restart");
     }
-    if let Err(e) = handled::save(&handled_file, &reloader.dispatcher.handled()) {
-        error!(file = %handled_file.display(), "cannot record what the handlers ran: {e}");
+    let _ = stop_saver.send(());
+    match saver.await {
+        Ok(mut record) => {
+            record.save(reloader.dispatcher.handled());
+            // The process ends next: the last runs must be on disk first.
+            record.sync();
+        }
+        Err(e) => error!("the handler record writer failed: {e}"),
     }
     Ok(())
 }

@@ -9,5 +9,6 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod handled;
+pub mod journal;
 pub mod logging;
 pub mod payload;

@@ -119,8 +119,13 @@ impl HandledEvents {
     }
 
     fn record(&mut self, event: &UserEvent) {
-        self.events
-            .insert((event.ltime, event.origin.clone(), event.name.clone()));
+        self.insert(event.ltime, event.origin.clone(), event.name.clone());
+    }
+
+    /// Adds the event known by (Lamport time, origin, name) and forgets those that fell out of
+    /// the window (for a record read back from disk).
+    pub fn insert(&mut self, ltime: u64, origin: String, name: String) {
+        self.events.insert((ltime, origin, name));
         if let Some(newest) = self.newest() {
             self.events
                 .retain(|(ltime, _, _)| ltime + HANDLED_WINDOW > newest);

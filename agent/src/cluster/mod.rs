@@ -14,7 +14,7 @@ pub mod identity;
 pub mod keyring;
 mod lamport;
 pub mod latency;
-mod log_limit;
+pub(crate) mod log_limit;
 mod members;
 pub mod message;
 pub mod plumtree;
