@@ -62,6 +62,8 @@ pub fn run(mut agents: Agents, plan: &Plan) -> anyhow::Result<Figures> {
     f.event_ms_p50 = percentile(&rounds.handlers, 0.5);
     f.event_ms_max = max(&rounds.handlers);
     f.origin_ms_samples = rounds.origins;
+    f.deliver_ms_per_event = rounds.deliver_max_per_event;
+    f.event_ms_per_event = rounds.handler_max_per_event;
     f.deliveries_missed = rounds.delivers_missed;
     f.handler_runs_missed = rounds.handlers_missed;
     if rounds.delivers_missed > 0 {
@@ -264,8 +266,13 @@ fn events(agents: &Agents, events: usize) -> anyhow::Result<Rounds> {
             }
             sleep(Duration::from_millis(5))?;
         };
-        r.handlers
-            .extend(stamps.iter().flatten().map(|&t| (t - t0) as f64 / 1e6));
+        let runs: Vec<f64> = stamps
+            .iter()
+            .flatten()
+            .map(|&t| (t - t0) as f64 / 1e6)
+            .collect();
+        r.handler_max_per_event.extend(max(&runs));
+        r.handlers.extend(runs);
         let missing: Vec<&str> = (0..n)
             .filter(|&i| stamps[i].is_none())
             .map(|i| agents.name(i))
@@ -285,13 +292,16 @@ fn events(agents: &Agents, events: usize) -> anyhow::Result<Rounds> {
             bail!("{} does not list the event it sent", agents.name(origin));
         };
         r.origins.push((sent - t0) as f64 / 1e6);
+        let mut delivers = Vec::with_capacity(n);
         for i in 0..n {
             let received = agents.received(i, EVENT)?.unwrap_or_default();
             match received.get(&ltime) {
-                Some(&ns) => r.delivers.push((ns - t0) as f64 / 1e6),
+                Some(&ns) => delivers.push((ns - t0) as f64 / 1e6),
                 None => r.delivers_missed += 1,
             }
         }
+        r.deliver_max_per_event.extend(max(&delivers));
+        r.delivers.extend(delivers);
         sleep(Duration::from_millis(500))?;
     }
     Ok(r)
@@ -308,6 +318,9 @@ struct Rounds {
     handlers: Vec<f64>,
     /// One per event: until the sending agent itself had it (the CLI's own cost).
     origins: Vec<f64>,
+    /// One per event: the largest of `delivers` and of `handlers` for it.
+    deliver_max_per_event: Vec<f64>,
+    handler_max_per_event: Vec<f64>,
     /// (agent, event) pairs where the event never arrived / the handler never ran in time.
     delivers_missed: usize,
     handlers_missed: usize,

@@ -23,6 +23,9 @@ pub struct Figures {
     pub query_returned_ms: Vec<f64>,
     /// Per event: until the sending agent had its own event (the CLI's start-up and call).
     pub origin_ms_samples: Vec<f64>,
+    /// Per event: until the last agent received it, and until the last handler ran.
+    pub deliver_ms_per_event: Vec<f64>,
+    pub event_ms_per_event: Vec<f64>,
     /// (agent, event) pairs where the event never arrived, or the handler never ran, within
     /// the wait (the maxima are then `None`).
     pub deliveries_missed: usize,
@@ -121,9 +124,12 @@ pub fn text(results: &[(&str, Figures)], nodes: usize, machine: &str) -> String 
         }
         out.push_str(&format!(
             "\n{label}: floors {} ms; sender had its own event after {} ms; \
+             each event's last delivery {} ms and last handler run {} ms; \
              queries answered by all in {} ms, CLI returned after {} ms",
             list(&f.floor_ms_samples),
             list(&f.origin_ms_samples),
+            list(&f.deliver_ms_per_event),
+            list(&f.event_ms_per_event),
             list(&f.query_ms_samples),
             list(&f.query_returned_ms)
         ));
