@@ -104,6 +104,7 @@ pub async fn run(args: AgentArgs, config: AgentConfig, boost: Boost) -> anyhow::
         keyring,
         snapshot_file: Some(config.data_dir.join(cluster::snapshot::SNAPSHOT_FILE)),
         rejoin_after_leave: config.rejoin_after_leave,
+        direct_push_limit: cluster::plumtree::DIRECT_LIMIT,
     })
     .await?;
     let handle = running.handle.clone();

@@ -152,7 +152,8 @@ impl Actor {
             state.clone(),
         );
         Actor {
-            tree: Plumtree::new(config.profile.tree_graft_timeout()),
+            tree: Plumtree::new(config.profile.tree_graft_timeout())
+                .with_direct_limit(config.direct_push_limit),
             config,
             foca,
             runtime: SwimRuntime::new(),
@@ -283,7 +284,8 @@ impl Actor {
                 Err(e) => self.reject(from, &format!("malformed direct query: {e}")),
             },
             Ok((Kind::Tree, body)) => match plumtree::decode(&body) {
-                Ok(plumtree::Frame::Gossip(encoded)) => self.on_tree_gossip(from, encoded),
+                Ok(plumtree::Frame::Gossip(encoded)) => self.on_tree_gossip(from, encoded, false),
+                Ok(plumtree::Frame::Direct(encoded)) => self.on_tree_gossip(from, encoded, true),
                 Ok(frame) => {
                     self.tree.on_control(from, &frame);
                     self.flush();
@@ -524,14 +526,19 @@ impl Actor {
         }
     }
 
-    /// A user event or query pushed to us on the tree.
-    fn on_tree_gossip(&mut self, from: SocketAddr, encoded: &[u8]) {
+    /// A user event or query pushed to us on the tree, or (`direct`) by its sender itself.
+    fn on_tree_gossip(&mut self, from: SocketAddr, encoded: &[u8], direct: bool) {
         let msg = match Broadcast::decode(encoded) {
             Ok(msg @ (Broadcast::User { .. } | Broadcast::Query(_))) => msg,
             Ok(_) => return self.reject(from, "only user events and queries travel the tree"),
             Err(e) => return self.reject(from, &format!("malformed broadcast on the tree: {e}")),
         };
-        if self.tree.on_gossip(from, encoded) {
+        let new = if direct {
+            self.tree.on_direct(from, encoded)
+        } else {
+            self.tree.on_gossip(from, encoded)
+        };
+        if new {
             self.state.lock().receive(msg, SystemTime::now());
         }
         self.flush();
@@ -823,7 +830,7 @@ impl Actor {
     /// Applies a broadcast of ours and spreads it: user events and queries on the tree, the
     /// rest through foca.
     fn add_broadcast(&mut self, msg: Broadcast) {
-        if let Err(e) = self.offer(msg) {
+        if let Err(e) = self.offer(msg, true) {
             // Sizes are checked before we get here; this is a bug, not bad input.
             error!("could not queue broadcast: {e}");
         }
@@ -833,15 +840,22 @@ impl Actor {
         self.flush();
     }
 
-    /// Applies a broadcast (ours, or learned by push-pull) and, if it was news here, queues
-    /// it to spread: on the tree for user events and queries, in foca's backlog otherwise
-    /// (foca applies it through our handler).
-    fn offer(&mut self, msg: Broadcast) -> Result<(), foca::Error> {
+    /// Applies a broadcast (ours if `own`, else learned by push-pull) and, if it was news
+    /// here, queues it to spread: user events and queries by the broadcast tree (ours straight
+    /// to every member in a small cluster), the rest in foca's backlog (foca applies it
+    /// through our handler).
+    fn offer(&mut self, msg: Broadcast, own: bool) -> Result<(), foca::Error> {
         let encoded = msg.encode();
         match msg {
             Broadcast::User { .. } | Broadcast::Query(_) => {
                 if self.state.lock().receive(msg, SystemTime::now()) {
-                    self.tree.broadcast(&encoded);
+                    if own {
+                        let members: Vec<SocketAddr> =
+                            self.foca.iter_members().map(|m| m.id().addr).collect();
+                        self.tree.broadcast_own(&encoded, members);
+                    } else {
+                        self.tree.broadcast(&encoded);
+                    }
                 }
                 Ok(())
             }
@@ -1123,7 +1137,7 @@ impl Actor {
             sent_unix_ms: 0,
         }));
         for item in learned {
-            if let Err(e) = self.offer(item) {
+            if let Err(e) = self.offer(item, false) {
                 debug!(from = %remote.from, "ignoring an invalid item in push-pull state: {e}");
             }
         }

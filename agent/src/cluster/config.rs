@@ -39,4 +39,8 @@ pub struct ClusterConfig {
     pub snapshot_file: Option<PathBuf>,
     /// Rejoin the snapshot's members on start even after a graceful leave.
     pub rejoin_after_leave: bool,
+    /// Largest cluster (members besides ourselves) our own user events and queries are sent
+    /// to every member directly; larger ones use the broadcast tree. Normally
+    /// [`plumtree::DIRECT_LIMIT`](super::plumtree::DIRECT_LIMIT); 0 always uses the tree.
+    pub direct_push_limit: usize,
 }

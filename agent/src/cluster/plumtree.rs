@@ -11,6 +11,15 @@
 //!
 //! Compared with pushing every item through foca's piggyback budget (4·log10(n) transmissions
 //! per node, doubled), this costs a few packets per node per event whatever the cluster size.
+//!
+//! In a cluster of at most [`DIRECT_LIMIT`] members a node sends its own broadcasts straight to
+//! every member instead ([`Plumtree::broadcast_own`]): one hop to everyone. A tree serves every
+//! sender with the one spanning tree the first broadcasts shaped, so from a leaf a broadcast
+//! climbs to the root and back down: at 50 nodes a median of 4–5 hops and up to 7, each of
+//! which waits for its node to get a CPU — on a host busy starting handlers, milliseconds. A
+//! member that gets such a direct push does not relay it; it announces it to its links like
+//! any broadcast, so one that missed the push asks for it (GRAFT) as on the tree. The packets
+//! per node are the same: one copy, and the announcements.
 //! Membership-shaped broadcasts (tags, leaves, suspicions) still ride foca: they are rare, and
 //! foca's piggyback is what makes them reach nodes that do not yet know each other.
 //!
@@ -58,6 +67,11 @@ const MAX_GRAFTS: u8 = 8;
 const ANNOUNCE_DELAY_DIVISOR: u32 = 4;
 /// Ids per IHAVE or GRAFT frame (8 bytes each; the frame stays well under a datagram).
 const IDS_PER_FRAME: usize = 128;
+/// Largest cluster (members besides ourselves) whose every member gets our own broadcasts
+/// straight from us. Each push costs the sender a `sendto` (10–15 µs of CPU on this 2-core
+/// VM), so at this size the last one leaves under a millisecond after the first, about what
+/// one hop of the tree takes on a busy host.
+pub const DIRECT_LIMIT: usize = 64;
 
 const TAG_GOSSIP: u8 = 0;
 const TAG_IHAVE: u8 = 1;
@@ -65,6 +79,7 @@ const TAG_GRAFT: u8 = 2;
 const TAG_PRUNE: u8 = 3;
 const TAG_LINK: u8 = 4;
 const TAG_LINKED: u8 = 5;
+const TAG_DIRECT: u8 = 6;
 /// Times a LINK is sent before the peer is given up on (and another one picked).
 const MAX_LINK_TRIES: u8 = 5;
 
@@ -81,6 +96,8 @@ pub fn msg_id(encoded: &[u8]) -> MsgId {
 pub enum Out {
     /// The broadcast itself (its encoding).
     Gossip(Arc<[u8]>),
+    /// A broadcast its sender pushed to every member itself: announce it, do not relay it.
+    Direct(Arc<[u8]>),
     /// "I have these": ids of broadcasts, for a lazy peer.
     IHave(Vec<MsgId>),
     /// "Send me these, and push to me eagerly from now on."
@@ -109,6 +126,7 @@ pub enum TreeTimer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
     Gossip(&'a [u8]),
+    Direct(&'a [u8]),
     IHave(Vec<MsgId>),
     Graft(Vec<MsgId>),
     Prune,
@@ -136,6 +154,10 @@ pub fn encode(frame: &Out, out: &mut Vec<u8>) {
     match frame {
         Out::Gossip(msg) => {
             out.push(TAG_GOSSIP);
+            out.extend_from_slice(msg);
+        }
+        Out::Direct(msg) => {
+            out.push(TAG_DIRECT);
             out.extend_from_slice(msg);
         }
         Out::IHave(ids) | Out::Graft(ids) => {
@@ -169,8 +191,9 @@ pub fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
             .collect())
     };
     match tag {
-        TAG_GOSSIP if rest.is_empty() => Err(FrameError::EmptyGossip),
+        TAG_GOSSIP | TAG_DIRECT if rest.is_empty() => Err(FrameError::EmptyGossip),
         TAG_GOSSIP => Ok(Frame::Gossip(rest)),
+        TAG_DIRECT => Ok(Frame::Direct(rest)),
         TAG_IHAVE => Ok(Frame::IHave(ids()?)),
         TAG_GRAFT => Ok(Frame::Graft(ids()?)),
         TAG_PRUNE => Ok(Frame::Prune),
@@ -196,12 +219,19 @@ struct Missing<P> {
     grafts: u8,
 }
 
+struct Cached {
+    id: MsgId,
+    msg: Arc<[u8]>,
+    direct: bool,
+}
+
 /// Plumtree state of one node.
 pub struct Plumtree<P> {
     eager: Vec<P>,
     lazy: Vec<P>,
     seen: RecentSet<MsgId>,
-    cache: VecDeque<(MsgId, Arc<[u8]>)>,
+    /// Recent broadcasts, to answer GRAFTs with, and whether each was pushed directly.
+    cache: VecDeque<Cached>,
     /// Broadcasts announced to us but not received.
     missing: HashMap<MsgId, Missing<P>>,
     outbox: VecDeque<(P, Out)>,
@@ -216,6 +246,8 @@ pub struct Plumtree<P> {
     /// Peers we linked to that have not answered yet, with the LINKs sent so far.
     unconfirmed: Vec<(P, u8)>,
     graft_timeout: Duration,
+    /// See [`DIRECT_LIMIT`].
+    direct_limit: usize,
     pub counters: TreeCounters,
 }
 
@@ -236,8 +268,16 @@ impl<P: Copy + Eq + Hash> Plumtree<P> {
             timers: Vec::new(),
             unconfirmed: Vec::new(),
             graft_timeout,
+            direct_limit: DIRECT_LIMIT,
             counters: TreeCounters::default(),
         }
+    }
+
+    /// Sends our own broadcasts straight to every member in clusters of at most `limit`
+    /// other members instead of [`DIRECT_LIMIT`] (0: always on the tree).
+    pub fn with_direct_limit(mut self, limit: usize) -> Self {
+        self.direct_limit = limit;
+        self
     }
 
     pub fn eager_peers(&self) -> &[P] {
@@ -355,15 +395,19 @@ impl<P: Copy + Eq + Hash> Plumtree<P> {
         }
     }
 
-    /// Whether this broadcast id has been seen (received, or sent by us).
-    fn remember(&mut self, id: MsgId, msg: &Arc<[u8]>) -> bool {
+    /// Records a broadcast; `false` if it was seen already (received, or sent by us).
+    fn remember(&mut self, id: MsgId, msg: &Arc<[u8]>, direct: bool) -> bool {
         if !self.seen.insert(id) {
             return false;
         }
         if self.cache.len() >= CACHE_SIZE {
             self.cache.pop_front();
         }
-        self.cache.push_back((id, msg.clone()));
+        self.cache.push_back(Cached {
+            id,
+            msg: msg.clone(),
+            direct,
+        });
         self.missing.remove(&id);
         true
     }
@@ -373,10 +417,53 @@ impl<P: Copy + Eq + Hash> Plumtree<P> {
     pub fn broadcast(&mut self, encoded: &[u8]) -> bool {
         let msg: Arc<[u8]> = Arc::from(encoded);
         let id = msg_id(&msg);
-        if !self.remember(id, &msg) {
+        if !self.remember(id, &msg, false) {
             return false;
         }
         self.push(id, &msg, None);
+        true
+    }
+
+    /// Spreads a broadcast of our own: straight to each of `members` (every live member but
+    /// ourselves) when there are at most [`DIRECT_LIMIT`] of them (see
+    /// [`Plumtree::with_direct_limit`]), else on the tree. Returns
+    /// `false` if it was already seen here.
+    pub fn broadcast_own<I>(&mut self, encoded: &[u8], members: I) -> bool
+    where
+        I: IntoIterator<Item = P>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let members = members.into_iter();
+        if members.len() > self.direct_limit {
+            return self.broadcast(encoded);
+        }
+        let msg: Arc<[u8]> = Arc::from(encoded);
+        let id = msg_id(&msg);
+        if !self.remember(id, &msg, true) {
+            return false;
+        }
+        for peer in members {
+            self.outbox.push_back((peer, Out::Direct(msg.clone())));
+        }
+        true
+    }
+
+    /// A broadcast its sender pushed to every member itself (see the module docs). Returns
+    /// whether it is new here: then the caller applies it. It is announced to every link but
+    /// relayed to none, and a copy we had already is not answered by PRUNE: the sender is not
+    /// a tree link.
+    pub fn on_direct(&mut self, from: P, encoded: &[u8]) -> bool {
+        self.heard_from(&from);
+        let msg: Arc<[u8]> = Arc::from(encoded);
+        let id = msg_id(&msg);
+        if !self.remember(id, &msg, true) {
+            self.counters.duplicates += 1;
+            return false;
+        }
+        let links = self.eager.iter().chain(&self.lazy);
+        self.announce
+            .extend(links.filter(|&&p| p != from).map(|&p| (p, id)));
+        self.start_announce_timer();
         true
     }
 
@@ -391,6 +478,11 @@ impl<P: Copy + Eq + Hash> Plumtree<P> {
                 self.announce.push((peer, id));
             }
         }
+        self.start_announce_timer();
+    }
+
+    /// Sets the timer that releases the held announcements, unless it is set already.
+    fn start_announce_timer(&mut self) {
         if !self.announce.is_empty() && !self.announce_timer && !self.announce_due {
             self.announce_timer = true;
             self.timers.push((
@@ -406,7 +498,7 @@ impl<P: Copy + Eq + Hash> Plumtree<P> {
         self.heard_from(&from);
         let msg: Arc<[u8]> = Arc::from(encoded);
         let id = msg_id(&msg);
-        if self.remember(id, &msg) {
+        if self.remember(id, &msg, false) {
             self.make_eager(from);
             self.push(id, &msg, Some(from));
             true
@@ -467,12 +559,18 @@ impl<P: Copy + Eq + Hash> Plumtree<P> {
         self.outbox.push_back((peer, Out::Graft(vec![id])));
     }
 
-    /// `from` wants these broadcasts, and eager pushes from now on.
+    /// `from` wants these broadcasts, and eager pushes from now on. A broadcast that was
+    /// pushed directly goes out as such again, so the asker announces it and relays nothing.
     pub fn on_graft(&mut self, from: P, ids: &[MsgId]) {
         self.make_eager(from);
         for id in ids {
-            if let Some((_, msg)) = self.cache.iter().find(|(cached, _)| cached == id) {
-                self.outbox.push_back((from, Out::Gossip(msg.clone())));
+            if let Some(cached) = self.cache.iter().find(|c| c.id == *id) {
+                let frame = if cached.direct {
+                    Out::Direct(cached.msg.clone())
+                } else {
+                    Out::Gossip(cached.msg.clone())
+                };
+                self.outbox.push_back((from, frame));
             }
         }
     }
@@ -494,7 +592,7 @@ impl<P: Copy + Eq + Hash> Plumtree<P> {
     pub fn on_control(&mut self, from: P, frame: &Frame<'_>) {
         self.heard_from(&from);
         match frame {
-            Frame::Gossip(_) => {}
+            Frame::Gossip(_) | Frame::Direct(_) => {}
             Frame::IHave(ids) => self.on_ihave(from, ids),
             Frame::Graft(ids) => self.on_graft(from, ids),
             Frame::Prune => self.on_prune(from),
@@ -550,6 +648,7 @@ mod tests {
     fn frames_round_trip_and_bad_ones_are_refused() {
         let frames = [
             Out::Gossip(Arc::from(&b"event"[..])),
+            Out::Direct(Arc::from(&b"event"[..])),
             Out::IHave(vec![1, u64::MAX]),
             Out::Graft(vec![7]),
             Out::Prune,
@@ -561,6 +660,7 @@ mod tests {
             encode(&frame, &mut buf);
             let back = match decode(&buf).unwrap() {
                 Frame::Gossip(m) => Out::Gossip(Arc::from(m)),
+                Frame::Direct(m) => Out::Direct(Arc::from(m)),
                 Frame::IHave(ids) => Out::IHave(ids),
                 Frame::Graft(ids) => Out::Graft(ids),
                 Frame::Prune => Out::Prune,
@@ -578,6 +678,7 @@ mod tests {
         );
         assert_eq!(decode(&[TAG_IHAVE, 1, 2, 3]), Err(FrameError::RaggedIds(3)));
         assert_eq!(decode(&[TAG_GOSSIP]), Err(FrameError::EmptyGossip));
+        assert_eq!(decode(&[TAG_DIRECT]), Err(FrameError::EmptyGossip));
         let many = [vec![TAG_GRAFT], vec![0; 8 * (IDS_PER_FRAME + 1)]].concat();
         assert_eq!(
             decode(&many),
@@ -752,6 +853,131 @@ mod tests {
         );
     }
 
+    #[test]
+    fn own_broadcasts_go_straight_to_every_member_of_a_small_cluster() {
+        let mut tree = Plumtree::<u32>::new(T);
+        tree.on_link(1);
+        drain(&mut tree);
+        let members: Vec<u32> = (1..=DIRECT_LIMIT as u32).collect();
+        assert!(tree.broadcast_own(b"small", members.clone()));
+        let out = drain(&mut tree);
+        assert_eq!(out.len(), DIRECT_LIMIT);
+        for ((to, frame), member) in out.iter().zip(&members) {
+            assert_eq!(to, member);
+            assert_eq!(*frame, Out::Direct(Arc::from(&b"small"[..])));
+        }
+        assert_eq!(
+            tree.next_timer(),
+            None,
+            "nothing to announce: everyone got it"
+        );
+        assert!(!tree.broadcast_own(b"small", members), "already seen");
+        // One member more: the tree carries it (here: the one eager link).
+        let members: Vec<u32> = (1..=DIRECT_LIMIT as u32 + 1).collect();
+        assert!(tree.broadcast_own(b"large", members));
+        assert_eq!(
+            drain(&mut tree),
+            vec![(1, Out::Gossip(Arc::from(&b"large"[..])))]
+        );
+    }
+
+    #[test]
+    fn a_direct_push_is_announced_to_every_link_and_relayed_to_none() {
+        let mut tree = Plumtree::<u32>::new(T);
+        tree.on_link(1);
+        tree.on_link(2);
+        tree.on_ihave(3, &[]);
+        drain(&mut tree);
+        assert!(tree.on_direct(2, b"news"));
+        assert_eq!(drain(&mut tree), vec![], "no relay, announcements held");
+        assert_eq!(tree.next_timer(), Some((T / 4, TreeTimer::Announce)));
+        tree.timer_due(TreeTimer::Announce);
+        let id = msg_id(b"news");
+        assert_eq!(
+            drain(&mut tree),
+            vec![(1, Out::IHave(vec![id])), (3, Out::IHave(vec![id]))],
+            "every link but the sender, eager or lazy"
+        );
+        // A copy from a link is counted, not answered by PRUNE: nobody relayed it on a tree.
+        assert!(!tree.on_direct(1, b"news"));
+        assert_eq!(drain(&mut tree), vec![]);
+        assert_eq!(tree.counters.duplicates, 1);
+        assert_eq!(
+            tree.eager_peers(),
+            &[1, 2],
+            "the links are left as they were"
+        );
+        // Someone that missed it asks; it gets it the way it was sent.
+        tree.on_graft(9, &[id]);
+        assert_eq!(
+            drain(&mut tree),
+            vec![(9, Out::Direct(Arc::from(&b"news"[..])))]
+        );
+    }
+
+    /// A sender pushes to every member; the push to one is lost. That node hears of it from
+    /// its links, asks one of them when the graft timer fires, and gets it then — once.
+    #[test]
+    fn a_lost_direct_push_is_repaired_by_a_graft() {
+        const N: u32 = 40;
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut nodes: Vec<Plumtree<u32>> = (0..N).map(|_| Plumtree::new(T)).collect();
+        let all: Vec<u32> = (0..N).collect();
+        for i in 0..N {
+            let others: Vec<u32> = all.iter().copied().filter(|&j| j != i).collect();
+            nodes[i as usize].link(&others, &mut rng);
+        }
+        let (origin, unlucky) = (5u32, 22u32);
+        let mut received = vec![0u32; N as usize];
+        let deliver = |nodes: &mut Vec<Plumtree<u32>>, received: &mut [u32], drop_to: u32| loop {
+            let mut sent = Vec::new();
+            for i in 0..N {
+                while let Some((to, out)) = nodes[i as usize].next_out() {
+                    sent.push((i, to, out));
+                }
+            }
+            if sent.is_empty() {
+                break;
+            }
+            for (from, to, out) in sent {
+                let node = &mut nodes[to as usize];
+                match out {
+                    Out::Direct(_) if to == drop_to && from == origin => {}
+                    Out::Direct(m) => received[to as usize] += u32::from(node.on_direct(from, &m)),
+                    Out::Gossip(m) => received[to as usize] += u32::from(node.on_gossip(from, &m)),
+                    Out::IHave(ids) => node.on_ihave(from, &ids),
+                    Out::Graft(ids) => node.on_graft(from, &ids),
+                    Out::Prune => node.on_prune(from),
+                    Out::Link => node.on_link(from),
+                    Out::Linked => node.on_control(from, &Frame::Linked),
+                }
+            }
+        };
+        deliver(&mut nodes, &mut received, unlucky);
+        let members: Vec<u32> = all.iter().copied().filter(|&j| j != origin).collect();
+        assert!(nodes[origin as usize].broadcast_own(b"event", members));
+        deliver(&mut nodes, &mut received, unlucky);
+        assert_eq!(received[unlucky as usize], 0);
+        // Rounds of firing the timers that are set: announcements go out, then the graft
+        // (a timer a firing one sets waits for the next round).
+        for _ in 0..3 {
+            for node in nodes.iter_mut() {
+                let due: Vec<TreeTimer> = std::iter::from_fn(|| node.next_timer())
+                    .map(|(_, timer)| timer)
+                    .collect();
+                for timer in due {
+                    node.timer_due(timer);
+                }
+            }
+            deliver(&mut nodes, &mut received, unlucky);
+        }
+        for i in 0..N {
+            let want = u32::from(i != origin);
+            assert_eq!(received[i as usize], want, "node {i}");
+        }
+        assert_eq!(nodes[unlucky as usize].counters.grafts, 1);
+    }
+
     /// Many nodes wired at random: after the first broadcast the eager links form a tree, so
     /// the second reaches every node exactly once.
     #[test]
@@ -783,6 +1009,12 @@ mod tests {
                     Out::Gossip(m) => {
                         copies += 1;
                         if node.on_gossip(from, &m) {
+                            received += 1;
+                        }
+                    }
+                    Out::Direct(m) => {
+                        copies += 1;
+                        if node.on_direct(from, &m) {
                             received += 1;
                         }
                     }

@@ -33,6 +33,7 @@ fn config(name: &str) -> ClusterConfig {
         keyring_file: None,
         snapshot_file: None,
         rejoin_after_leave: false,
+        direct_push_limit: super::plumtree::DIRECT_LIMIT,
     }
 }
 
@@ -103,9 +104,20 @@ async fn next_user_event(n: &mut Node) -> rumor_handlers::event::UserEvent {
 /// `count` nodes named `{prefix}0`, `{prefix}1`, ..., all joined through the first, once
 /// every one lists them all alive.
 async fn joined_cluster(prefix: &str, count: usize) -> Vec<Node> {
+    joined_cluster_with(prefix, count, |_| {}).await
+}
+
+/// [`joined_cluster`] with each node's config changed by `tune` first.
+async fn joined_cluster_with(
+    prefix: &str,
+    count: usize,
+    tune: impl Fn(&mut ClusterConfig),
+) -> Vec<Node> {
     let mut nodes = Vec::new();
     for i in 0..count {
-        nodes.push(node(&format!("{prefix}{i}")).await);
+        let mut config = config(&format!("{prefix}{i}"));
+        tune(&mut config);
+        nodes.push(node_with(config).await);
     }
     let seed = nodes[0].addr.clone();
     for n in &nodes[1..] {
@@ -603,40 +615,54 @@ async fn digest_exchanges_skip_equal_states_and_merge_different_ones() {
     );
 }
 
-/// User events travel the broadcast tree: the first one floods the links and prunes the
-/// redundant ones, after which events from any node reach every node exactly once, with no
-/// copies at all; and a node that was killed is routed around.
+/// Copies of broadcasts the nodes received on the tree, in all.
+async fn tree_copies(nodes: &[Node]) -> u64 {
+    let mut total = 0;
+    for n in nodes {
+        total += n.handle.info().await.unwrap().counters.tree_duplicates;
+    }
+    total
+}
+
+/// Sends a user event from `nodes[from]` and waits until every node has it.
+async fn send_and_receive(nodes: &mut [Node], from: usize, name: &str) {
+    nodes[from]
+        .handle
+        .send_event(name.into(), vec![], false)
+        .await
+        .unwrap();
+    for n in nodes.iter_mut() {
+        assert_eq!(next_user_event(n).await.name, name);
+    }
+}
+
+/// Asserts that no node has a user event left to deliver (each arrived once).
+fn assert_no_second_delivery(nodes: &mut [Node]) {
+    for n in nodes.iter_mut() {
+        while let Ok(e) = n.events.try_recv() {
+            assert!(!matches!(e, Event::User(_)), "duplicate delivery: {e:?}");
+        }
+    }
+}
+
+/// User events travel the broadcast tree (forced here: 8 nodes would get them directly): the
+/// first one floods the links and prunes the redundant ones, after which events from any node
+/// reach every node exactly once, with no copies at all; and a node that was killed is routed
+/// around.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_first_event_later_ones_follow_the_tree_without_copies() {
-    let mut nodes = joined_cluster("t", 8).await;
-    let copies = async |nodes: &[Node]| {
-        let mut total = 0;
-        for n in nodes {
-            total += n.handle.info().await.unwrap().counters.tree_duplicates;
-        }
-        total
-    };
-    let send_and_receive = async |nodes: &mut [Node], from: usize, name: &str| {
-        nodes[from]
-            .handle
-            .send_event(name.into(), vec![], false)
-            .await
-            .unwrap();
-        for n in nodes.iter_mut() {
-            assert_eq!(next_user_event(n).await.name, name);
-        }
-    };
+    let mut nodes = joined_cluster_with("t", 8, |c| c.direct_push_limit = 0).await;
     send_and_receive(&mut nodes, 0, "first").await;
     // Links are made as members appear, so the first event meets some redundant ones.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let after_first = copies(&nodes).await;
+    let after_first = tree_copies(&nodes).await;
     assert!(after_first > 0, "8 nodes with 4 links each are not a tree");
     for (k, from) in [3, 7, 5].into_iter().enumerate() {
         send_and_receive(&mut nodes, from, &format!("tree-{k}")).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        copies(&nodes).await,
+        tree_copies(&nodes).await,
         after_first,
         "later events met no copies"
     );
@@ -649,9 +675,26 @@ async fn after_the_first_event_later_ones_follow_the_tree_without_copies() {
     for (k, from) in [1, 6].into_iter().enumerate() {
         send_and_receive(&mut nodes, from, &format!("after-kill-{k}")).await;
     }
-    for n in nodes.iter_mut() {
-        while let Ok(e) = n.events.try_recv() {
-            assert!(!matches!(e, Event::User(_)), "duplicate delivery: {e:?}");
-        }
+    assert_no_second_delivery(&mut nodes);
+}
+
+/// In a small cluster a node sends its own events to every member itself: even the first one
+/// meets no copies (on the tree it floods the links), every node gets each event once, and a
+/// killed node, still listed, does not keep the others from getting them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_small_cluster_events_go_straight_from_their_sender_to_everyone() {
+    let mut nodes = joined_cluster("d", 8).await;
+    for (k, from) in [0, 3, 7].into_iter().enumerate() {
+        send_and_receive(&mut nodes, from, &format!("direct-{k}")).await;
     }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(tree_copies(&nodes).await, 0, "nobody relayed anything");
+
+    let dead = nodes.remove(4);
+    dead.task.abort();
+    let _ = dead.task.await;
+    for (k, from) in [1, 6].into_iter().enumerate() {
+        send_and_receive(&mut nodes, from, &format!("after-kill-{k}")).await;
+    }
+    assert_no_second_delivery(&mut nodes);
 }
