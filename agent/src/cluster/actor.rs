@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::config::ClusterConfig;
+use super::datagrams::Burst;
 use super::error::ClusterError;
 use super::handle::{
     ClusterHandle, ClusterInfo, Command, Counters, MemberView, QueryParams, SeenEvent, Status,
@@ -123,6 +124,8 @@ pub(crate) struct Actor {
     /// The broadcast tree user events and queries spread on.
     tree: Plumtree<SocketAddr>,
     tree_buf: Vec<u8>,
+    /// The tree's frames of one drain, sent with one system call.
+    tree_burst: Burst,
     /// Members and clocks written to disk, so a restart rejoins on its own.
     snapshot: Option<Snapshotter>,
     /// Write the snapshot at the end of this flush rather than at the next interval.
@@ -182,6 +185,7 @@ impl Actor {
             notice_refusals: false,
             refused_buf: Vec::new(),
             tree_buf: Vec::with_capacity(wire::SWIM_PACKET_SIZE),
+            tree_burst: Burst::default(),
             last_catch_up: None,
             snapshot_now: false,
             restarted: snapshot.as_ref().is_some_and(|(_, restarted)| *restarted),
@@ -514,12 +518,26 @@ impl Actor {
             self.tree.link(&candidates, &mut self.rng);
         }
         let mut body = std::mem::take(&mut self.tree_buf);
-        while let Some((to, out)) = self.tree.next_out() {
-            body.clear();
-            plumtree::encode(&out, &mut body);
-            self.send_kind(Kind::Tree, to, &body);
+        let mut burst = std::mem::take(&mut self.tree_burst);
+        burst.clear();
+        {
+            let keyring = self.handle.keyring.read();
+            while let Some((to, out)) = self.tree.next_out() {
+                body.clear();
+                plumtree::encode(&out, &mut body);
+                burst.push(to, |buf| {
+                    wire::seal(Kind::Tree, &body, keyring.as_ref(), buf)
+                });
+            }
+        }
+        if !burst.is_empty() {
+            let sent = burst.send(&self.socket, |i, e| {
+                debug!(to = %burst.to(i), "udp send failed: {e}");
+            });
+            self.state.lock().counters.packets_sent += sent as u64;
         }
         self.tree_buf = body;
+        self.tree_burst = burst;
         let now = Instant::now();
         while let Some((after, timer)) = self.tree.next_timer() {
             self.timers.schedule(now + after, Tick::Tree(timer));

@@ -7,6 +7,7 @@
 
 mod actor;
 pub mod config;
+mod datagrams;
 pub mod error;
 pub mod event_buffer;
 pub mod handle;
