@@ -130,6 +130,8 @@ pub(crate) struct Actor {
     snapshot: Option<Snapshotter>,
     /// Write the snapshot at the end of this flush rather than at the next interval.
     snapshot_now: bool,
+    /// Events went to the handlers since the run loop last yielded (see [`Actor::run`]).
+    handed_off: bool,
     /// This process continues an earlier one (from its snapshot): its first join is a rejoin,
     /// and events it missed while down are delivered (handlers skip what they already ran).
     restarted: bool,
@@ -188,6 +190,7 @@ impl Actor {
             tree_burst: Burst::default(),
             last_catch_up: None,
             snapshot_now: false,
+            handed_off: false,
             restarted: snapshot.as_ref().is_some_and(|(_, restarted)| *restarted),
             snapshot: snapshot.map(|(s, _)| s),
         }
@@ -223,6 +226,13 @@ impl Actor {
                     }
                 }
                 () = sleep_until(deadline) => self.on_timers(),
+            }
+            // A ready socket does not make this loop yield, and the runtime has one thread:
+            // while packets keep coming (the announcements that follow a user event, from
+            // every member), the handlers' tasks would not run. Seen on 50 agents: a handler
+            // started 20 ms after its event arrived. Relays are out by now; let them start.
+            if std::mem::take(&mut self.handed_off) {
+                tokio::task::yield_now().await;
             }
         }
         debug!("cluster actor stopped");
@@ -501,6 +511,7 @@ impl Actor {
         for event in events {
             // The receiver lives as long as the agent; nothing to do if it is gone.
             let _ = self.events.send(event);
+            self.handed_off = true;
         }
         self.resize();
     }
