@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use rumor_handlers::event::{Event, MemberEventKind, QueryEvent, Tags};
-use rumor_handlers::{Dispatcher, HandledEvents, LocalNode};
+use rumor_handlers::{Dispatcher, HandledEvents, HandlerThread, LocalNode};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -62,8 +62,11 @@ pub async fn run(args: AgentArgs, config: AgentConfig, boost: Boost) -> anyhow::
     prepare_data_dir(&config.data_dir)?;
     let advertise = advertise::choose(config.bind, config.advertise)?;
     let keyring = load_keyring(&config.data_dir, config.encrypt.as_deref())?;
-    // Handlers are checked before anything binds or joins: a typo fails the start.
-    let dispatcher = Dispatcher::new(
+    // Handlers run on a thread of their own, at their own priority (see HandlerThread); they
+    // are checked before anything binds or joins: a typo fails the start.
+    let handler_thread = HandlerThread::start().context("cannot start the handler thread")?;
+    let dispatcher = Dispatcher::on(
+        handler_thread.handle().clone(),
         LocalNode {
             name: config.node.clone(),
             tags: config.tags.clone(),
@@ -211,6 +214,7 @@ pub async fn run(args: AgentArgs, config: AgentConfig, boost: Boost) -> anyhow::
         }
         Err(e) => error!("the handler record writer failed: {e}"),
     }
+    drop(handler_thread);
     Ok(())
 }
 

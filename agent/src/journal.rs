@@ -13,6 +13,9 @@
 //!   new image atomically: a temporary file, fsync, rename, fsync of the directory.
 //! * [`load`] reads the lines back and stops at the first damaged one (a crash can leave half a
 //!   line), reporting it; the caller starts from what came before.
+//! * The writer thread runs at the handlers' priority, not the agent's boosted one
+//!   ([`rumor_handlers::priority`]): nothing waits on it, and its syncs should not take a CPU
+//!   from the gossip.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -57,7 +60,13 @@ impl Journal {
         let (jobs, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(thread.into())
-            .spawn(move || Writer::new(path, file, what).run(queue))?;
+            .spawn(move || {
+                if let Some(nice) = rumor_handlers::priority::handler_nice() {
+                    // Failing leaves it at the agent's priority, which only costs the gossip.
+                    let _ = rumor_handlers::priority::set_current(nice);
+                }
+                Writer::new(path, file, what).run(queue)
+            })?;
         Ok(Journal {
             jobs: Some(jobs),
             thread: Some(thread),

@@ -39,7 +39,8 @@ const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
 const LOG_TAIL: usize = 2048;
 
 /// Runs the configured handlers for the events it is given. Cheap to clone; clones share the
-/// handlers. Must be created and used inside a Tokio runtime (it spawns one task per handler).
+/// handlers. Each handler is a task on the runtime given to [`Dispatcher::on`] (the one it is
+/// created in, for [`Dispatcher::new`]); the dispatcher itself can be used from anywhere.
 ///
 /// Dropping every clone closes the queues: each handler task still runs what was queued, then
 /// ends.
@@ -49,6 +50,8 @@ pub struct Dispatcher {
 }
 
 struct Inner {
+    /// Where the handlers' tasks run.
+    runtime: tokio::runtime::Handle,
     handlers: Mutex<Vec<Handler>>,
     /// Signalled whenever a handler finished running a user event (see [`Dispatcher::handled`]).
     handled_changed: Arc<tokio::sync::Notify>,
@@ -200,13 +203,34 @@ impl LastRun {
 }
 
 impl Dispatcher {
-    /// Starts the handlers, each with a queue of [`DEFAULT_QUEUE_CAPACITY`] events.
+    /// Starts the handlers on the current Tokio runtime, each with a queue of
+    /// [`DEFAULT_QUEUE_CAPACITY`] events. Panics outside a runtime.
     pub fn new(local: LocalNode, handlers: Vec<HandlerConfig>) -> Result<Dispatcher, ConfigError> {
-        Dispatcher::with_queue_capacity(local, handlers, DEFAULT_QUEUE_CAPACITY)
+        Dispatcher::on(tokio::runtime::Handle::current(), local, handlers)
     }
 
-    /// Starts the handlers, each with a queue of `capacity` events (at least 1).
+    /// Starts the handlers on `runtime` (a [`HandlerThread`](crate::HandlerThread)'s, in the
+    /// agent), each with a queue of [`DEFAULT_QUEUE_CAPACITY`] events.
+    pub fn on(
+        runtime: tokio::runtime::Handle,
+        local: LocalNode,
+        handlers: Vec<HandlerConfig>,
+    ) -> Result<Dispatcher, ConfigError> {
+        Dispatcher::build(runtime, local, handlers, DEFAULT_QUEUE_CAPACITY)
+    }
+
+    /// Starts the handlers on the current runtime, each with a queue of `capacity` events (at
+    /// least 1).
     pub fn with_queue_capacity(
+        local: LocalNode,
+        handlers: Vec<HandlerConfig>,
+        capacity: usize,
+    ) -> Result<Dispatcher, ConfigError> {
+        Dispatcher::build(tokio::runtime::Handle::current(), local, handlers, capacity)
+    }
+
+    fn build(
+        runtime: tokio::runtime::Handle,
         local: LocalNode,
         handlers: Vec<HandlerConfig>,
         capacity: usize,
@@ -214,6 +238,7 @@ impl Dispatcher {
         validate_all(&handlers)?;
         let dispatcher = Dispatcher {
             inner: Arc::new(Inner {
+                runtime,
                 handlers: Mutex::new(Vec::new()),
                 handled_changed: Arc::new(tokio::sync::Notify::new()),
                 local: watch::Sender::new(local),
@@ -395,7 +420,7 @@ impl Dispatcher {
             handled: Mutex::new(None),
             restored: Mutex::new(None),
         });
-        tokio::spawn(handler_task(
+        self.inner.runtime.spawn(handler_task(
             jobs,
             shared.clone(),
             self.inner.local.subscribe(),

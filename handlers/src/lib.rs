@@ -12,6 +12,7 @@
 //! * [`contract`]: the environment and stdin a handler gets, exactly as Serf sets them, plus
 //!   `RUMOR_*` twins.
 //! * [`priority`]: the agent's threads a few nice levels above its handlers.
+//! * [`thread`]: the thread (and runtime) handlers run on, at their own priority.
 //! * [`shell`]: one run of `/bin/sh -c COMMAND` with a timeout that kills its process group
 //!   and bounded output capture.
 //! * [`coalesce`]: Serf's coalescing of member and user events, as pure logic.
@@ -39,6 +40,7 @@ pub mod event;
 pub mod filter;
 pub mod priority;
 pub mod shell;
+pub mod thread;
 
 pub use coalesce::Coalescer;
 pub use config::{ConfigError, DEFAULT_TIMEOUT, HandlerConfig};
@@ -50,3 +52,4 @@ pub use dispatcher::{
 pub use event::{Event, MemberEventKind, MemberInfo, QueryEvent, Tags, UserEvent};
 pub use filter::{EventFilter, FilterError, FilterItem, HandlerSpec};
 pub use shell::{OUTPUT_LIMIT, RunResult};
+pub use thread::HandlerThread;

@@ -214,16 +214,21 @@ pub async fn run(invocation: Invocation) -> RunResult {
     result
 }
 
-/// Starts the shell. While the agent's threads run boosted ([`crate::priority`]), the start
-/// happens on a short-lived thread back at the agent's original nice value, so the shell (and
-/// whatever it starts) does not inherit the boost, and the cost of starting it is not charged
-/// at the agent's priority either. (One long-lived spawner thread, woken for each run, was
+/// Starts the shell. While the agent's threads run boosted ([`crate::priority`]), the shell (and
+/// whatever it starts) must not inherit the boost: on the handler thread ([`crate::thread`]),
+/// which runs at the agent's original nice value, it is started straight away; from anywhere
+/// else, from a short-lived thread back at that value. (One long-lived spawner thread, woken
+/// for each run from the agent's runtime, was
 /// measured against this: on 50 agents it delayed the relays of a user event — delivery p50
 /// 7.3 → 8.8–10 ms, max 15–20 → 33 ms — and did not start the handlers any sooner.)
 async fn spawn(mut command: Command) -> std::io::Result<tokio::process::Child> {
     let Some(nice) = crate::priority::handler_nice() else {
         return command.spawn();
     };
+    if crate::priority::current().ok() == Some(nice) {
+        // Already at the handlers' priority: the handler thread (crate::thread).
+        return command.spawn();
+    }
     // tokio registers the child with the runtime that is current where it is spawned.
     let runtime = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
