@@ -40,9 +40,25 @@ pub enum Boost {
     Failed(std::io::Error),
 }
 
+/// How putting the gossip thread under real-time scheduling went (see
+/// [`rumor_handlers::priority::realtime`]).
+pub enum Realtime {
+    Off,
+    /// `SCHED_RR` at this priority.
+    Applied(u8),
+    /// Not permitted: the gossip thread is a normal task (boosted, if that worked).
+    Failed(std::io::Error),
+}
+
 /// Runs the agent until it leaves (SIGINT, SIGTERM or `rumor leave`).
-/// `config` is `args` resolved; `boost` is how raising the agent's priority went.
-pub async fn run(args: AgentArgs, config: AgentConfig, boost: Boost) -> anyhow::Result<()> {
+/// `config` is `args` resolved; `boost` and `realtime` are how raising the agent's priority
+/// went.
+pub async fn run(
+    args: AgentArgs,
+    config: AgentConfig,
+    boost: Boost,
+    realtime: Realtime,
+) -> anyhow::Result<()> {
     let logs = logging::init(&config.log_level, config.log_json)?;
     match boost {
         Boost::Off => info!("priority boost off: handlers run at the agent's priority"),
@@ -57,6 +73,18 @@ pub async fn run(args: AgentArgs, config: AgentConfig, boost: Boost) -> anyhow::
         Boost::Failed(e) => info!(
             "priority boost not applied ({e}): handlers run at the agent's priority \
              (needs root or CAP_SYS_NICE; priority_boost = 0 turns this off)"
+        ),
+    }
+    match realtime {
+        Realtime::Off => info!("real-time scheduling off"),
+        Realtime::Applied(priority) => info!(
+            priority,
+            "real-time scheduling applied: the gossip thread runs SCHED_RR, handlers as before"
+        ),
+        Realtime::Failed(e) => info!(
+            "real-time scheduling not applied ({e}): the gossip thread is a normal task \
+             (needs root or CAP_SYS_NICE, and a cgroup that allows real-time tasks; \
+             realtime_priority = 0 turns this off)"
         ),
     }
     prepare_data_dir(&config.data_dir)?;

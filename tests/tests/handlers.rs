@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rumor_tests::bench::host::thread_nice_values;
+use rumor_tests::bench::host::threads;
 use rumor_tests::{Agent, cluster_slot, test_tempdir, wait_for, write_file};
 use serde_json::Value;
 
@@ -383,50 +383,89 @@ fn the_agent_runs_above_its_handlers_and_handlers_keep_the_original_priority() {
     if unsafe { libc::geteuid() } != 0 {
         return rumor_tests::skip_or_fail("lowering a nice value needs root");
     }
+    const SCHED_OTHER: i32 = 0;
+    const SCHED_RR: i32 = 2;
     let _slot = cluster_slot();
     let dir = test_tempdir();
-    let ours = *thread_nice_values(std::process::id())
+    let ours = threads(std::process::id())
         .first()
-        .expect("this test's own nice value");
+        .expect("this test's own nice value")
+        .nice;
+    // The handler records its own nice value and scheduling policy.
     let record = |name: &str| {
         format!(
-            "user:prio=nice > {}/{name}.tmp && mv {0}/{name}.tmp {0}/{name}",
+            "user:prio=echo $(nice) $(cut -d' ' -f41 /proc/$$/stat) > {}/{name}.tmp && mv {0}/{name}.tmp {0}/{name}",
             dir.path().display()
         )
     };
-    let boosted = Agent::start("prio-1", &["--event-handler", &record("boosted")]);
+    let raised = Agent::start("prio-1", &["--event-handler", &record("raised")]);
     let plain = Agent::start(
         "prio-2",
-        &["--priority-boost", "0", "--event-handler", &record("plain")],
+        &[
+            "--priority-boost",
+            "0",
+            "--realtime-priority",
+            "0",
+            "--event-handler",
+            &record("plain"),
+        ],
     );
-    boosted.cli_ok(&["event", "prio"]);
+    raised.cli_ok(&["event", "prio"]);
     plain.cli_ok(&["event", "prio"]);
-    for name in ["boosted", "plain"] {
+    for name in ["raised", "plain"] {
         wait_for(
             CONVERGE,
-            "the handler to record its nice value",
-            || match read(&dir.path().join(name)).trim().parse::<i32>() {
-                Ok(nice) => {
-                    assert_eq!(nice, ours, "{name}: handlers run at the original priority");
+            "the handler to record its priority",
+            || match read(&dir.path().join(name)).trim() {
+                "" => Err(format!("{name}: nothing recorded yet")),
+                got => {
+                    assert_eq!(
+                        got,
+                        format!("{ours} {SCHED_OTHER}"),
+                        "{name}: handlers run at the original priority, as normal tasks"
+                    );
                     Ok(())
                 }
-                Err(e) => Err(format!("{name}: {e}")),
             },
         );
     }
-    let want = (ours - 5).max(-20);
-    let threads = thread_nice_values(boosted.pid().expect("running"));
-    assert!(
-        !threads.is_empty() && threads.iter().all(|&n| n == want),
-        "every agent thread at nice {want}: {threads:?}"
+
+    // Defaults: the gossip thread (the main one) 5 nice levels up and real-time; the threads
+    // it made for handlers and disk writes back at the original priority, as normal tasks.
+    let pid = raised.pid().expect("running");
+    let all = threads(pid);
+    let gossip = all.iter().find(|t| t.tid == pid).expect("the main thread");
+    assert_eq!(
+        (gossip.nice, gossip.policy),
+        ((ours - 5).max(-20), SCHED_RR),
+        "{all:?}"
     );
-    assert!(boosted.log().contains("priority boost applied"));
-    let threads = thread_nice_values(plain.pid().expect("running"));
+    for name in ["rumor-handlers", "rumor-snapshot", "rumor-handled"] {
+        let t = all.iter().find(|t| t.name == name).expect(name);
+        assert_eq!((t.nice, t.policy), (ours, SCHED_OTHER), "{all:?}");
+    }
     assert!(
-        !threads.is_empty() && threads.iter().all(|&n| n == ours),
-        "no boost: every thread at nice {ours}: {threads:?}"
+        all.iter()
+            .filter(|t| t.tid != pid)
+            .all(|t| t.policy == SCHED_OTHER),
+        "only the gossip thread is real-time: {all:?}"
     );
-    assert!(plain.log().contains("priority boost off"));
+    let log = raised.log();
+    assert!(log.contains("priority boost applied"), "{log}");
+    assert!(log.contains("real-time scheduling applied"), "{log}");
+
+    // Both off: every thread as the agent was started.
+    let all = threads(plain.pid().expect("running"));
+    assert!(
+        !all.is_empty()
+            && all
+                .iter()
+                .all(|t| (t.nice, t.policy) == (ours, SCHED_OTHER)),
+        "nothing raised: {all:?}"
+    );
+    let log = plain.log();
+    assert!(log.contains("priority boost off"), "{log}");
+    assert!(log.contains("real-time scheduling off"), "{log}");
 }
 
 #[test]

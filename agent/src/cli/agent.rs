@@ -3,14 +3,16 @@
 
 use rumor_handlers::priority;
 
-use crate::agent::Boost;
+use crate::agent::{Boost, Realtime};
 use crate::config::AgentConfig;
 
 /// Runs the agent until it stops.
 pub fn run(args: crate::config::AgentArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
-    // Before the runtime exists: its threads inherit this thread's priority.
+    // Before the runtime exists, on the thread that will run it (the gossip): the threads it
+    // creates later inherit the nice value, and start as normal tasks under real-time.
     let boost = boost(&config);
+    let realtime = realtime(&config);
     // One thread runs every task. The agent's work is many short wake-ups (a packet, a timer,
     // a handler's pipe or exit), and on a multi-threaded runtime each one can also wake a
     // second worker to share it: measured with 50 agents running a shell handler per event,
@@ -21,7 +23,7 @@ pub fn run(args: crate::config::AgentArgs) -> anyhow::Result<()> {
         .thread_name("rumor")
         .enable_all()
         .build()?;
-    runtime.block_on(crate::agent::run(args, config, boost))
+    runtime.block_on(crate::agent::run(args, config, boost, realtime))
 }
 
 fn boost(config: &AgentConfig) -> Boost {
@@ -31,5 +33,15 @@ fn boost(config: &AgentConfig) -> Boost {
     match priority::boost(config.priority_boost) {
         Ok((agent, handlers)) => Boost::Applied { agent, handlers },
         Err(e) => Boost::Failed(e),
+    }
+}
+
+fn realtime(config: &AgentConfig) -> Realtime {
+    if config.realtime_priority == 0 {
+        return Realtime::Off;
+    }
+    match priority::realtime(config.realtime_priority) {
+        Ok(_) => Realtime::Applied(config.realtime_priority),
+        Err(e) => Realtime::Failed(e),
     }
 }

@@ -54,6 +54,11 @@ pub const DEFAULT_REAP_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_PRIORITY_BOOST: u8 = 5;
 /// The largest `priority_boost` (nice values span -20..=19).
 pub const PRIORITY_BOOST_CEILING: u8 = 19;
+/// Default `realtime_priority`: the lowest real-time priority, above every normal task and
+/// below every real-time one the kernel runs.
+pub const DEFAULT_REALTIME_PRIORITY: u8 = 1;
+/// The largest `realtime_priority` (Linux's `SCHED_RR` priorities span 1..=99).
+pub const REALTIME_PRIORITY_CEILING: u8 = 99;
 
 /// Default log level.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -166,11 +171,18 @@ pub struct AgentArgs {
     #[arg(long, env = "RUMOR_MAX_RESPONSE_BYTES", value_name = "N")]
     pub max_response_bytes: Option<usize>,
 
-    /// Run the agent's own threads this many nice levels above its handlers (0-19; 0 turns it
-    /// off), so handler work never delays gossip. Needs root or CAP_SYS_NICE; without, the
-    /// agent runs unboosted and says so [default: 5].
+    /// Run the agent's gossip thread this many nice levels above its other threads and its
+    /// handlers (0-19; 0 turns it off), for when real-time scheduling is not permitted. Needs
+    /// root or CAP_SYS_NICE; without, the agent runs unboosted and says so [default: 5].
     #[arg(long, env = "RUMOR_PRIORITY_BOOST", value_name = "N")]
     pub priority_boost: Option<u8>,
+
+    /// Run the agent's gossip thread under SCHED_RR at this real-time priority (1-99; 0 turns
+    /// it off), so it gets a CPU ahead of every handler however busy the host is. Threads and
+    /// processes it starts (handlers included) run as normal tasks. Needs root or
+    /// CAP_SYS_NICE; without, the agent relies on --priority-boost and says so [default: 1].
+    #[arg(long, env = "RUMOR_REALTIME_PRIORITY", value_name = "N")]
+    pub realtime_priority: Option<u8>,
 
     /// Run COMMAND for events matching FILTER (repeatable). FILTER is Serf's: member-join,
     /// member-leave, member-failed, member-update, member-reap, user, user:NAME, query,
@@ -234,8 +246,10 @@ pub struct AgentConfig {
     pub max_response_bytes: usize,
     pub reconnect_timeout: Duration,
     pub tombstone_timeout: Duration,
-    /// Nice levels the agent's threads run above its handlers (0: none).
+    /// Nice levels the gossip thread runs above the agent's other threads and handlers (0: none).
     pub priority_boost: u8,
+    /// `SCHED_RR` priority of the gossip thread (0: none).
+    pub realtime_priority: u8,
     /// Handlers from `--event-handler` flags, then the file's `[[handler]]` tables.
     pub handlers: Vec<HandlerConfig>,
     /// The `--encrypt` key, checked to be a valid key.
@@ -339,6 +353,7 @@ struct FileValues {
     reconnect_timeout: Option<Spanned<String>>,
     tombstone_timeout: Option<Spanned<String>>,
     priority_boost: Option<Spanned<u8>>,
+    realtime_priority: Option<Spanned<u8>>,
     handler: Option<Vec<Spanned<handlers::HandlerTable>>>,
     encrypt: Option<Spanned<String>>,
     rejoin_after_leave: Option<bool>,
@@ -637,11 +652,22 @@ impl AgentArgs {
             &f.tombstone_timeout,
         )?;
 
-        let priority_boost = match (self.priority_boost, &f.priority_boost) {
-            (Some(n), _) => validate_boost(n)?,
-            (None, Some(n)) => validate_boost(*n.get_ref()).map_err(|e| in_file(n.span(), e))?,
-            (None, None) => DEFAULT_PRIORITY_BOOST,
-        };
+        let priority_boost = level(
+            "priority_boost",
+            (self.priority_boost, &f.priority_boost),
+            DEFAULT_PRIORITY_BOOST,
+            PRIORITY_BOOST_CEILING,
+            " nice levels",
+            &in_file,
+        )?;
+        let realtime_priority = level(
+            "realtime_priority",
+            (self.realtime_priority, &f.realtime_priority),
+            DEFAULT_REALTIME_PRIORITY,
+            REALTIME_PRIORITY_CEILING,
+            "",
+            &in_file,
+        )?;
 
         Ok(AgentConfig {
             node,
@@ -663,6 +689,7 @@ impl AgentArgs {
             reconnect_timeout,
             tombstone_timeout,
             priority_boost,
+            realtime_priority,
             rejoin_after_leave: self
                 .rejoin_after_leave
                 .or(f.rejoin_after_leave)
@@ -855,15 +882,31 @@ fn validate_limit(setting: &'static str, n: usize, ceiling: usize) -> Result<usi
     Ok(n)
 }
 
-fn validate_boost(n: u8) -> Result<u8, ConfigError> {
-    if n > PRIORITY_BOOST_CEILING {
-        return Err(ConfigError::invalid(
-            "priority_boost",
-            &n.to_string(),
-            format!("must be between 0 (off) and {PRIORITY_BOOST_CEILING} nice levels"),
-        ));
+/// A `0 (off)..=ceiling` setting: the flag or variable, else the file (an error there located
+/// by `in_file`), else `default`.
+fn level(
+    setting: &'static str,
+    (flag, file): (Option<u8>, &Option<Spanned<u8>>),
+    default: u8,
+    ceiling: u8,
+    unit: &str,
+    in_file: &impl Fn(std::ops::Range<usize>, ConfigError) -> ConfigError,
+) -> Result<u8, ConfigError> {
+    let check = |n: u8| {
+        if n > ceiling {
+            return Err(ConfigError::invalid(
+                setting,
+                &n.to_string(),
+                format!("must be between 0 (off) and {ceiling}{unit}"),
+            ));
+        }
+        Ok(n)
+    };
+    match (flag, file) {
+        (Some(n), _) => check(n),
+        (None, Some(n)) => check(*n.get_ref()).map_err(|e| in_file(n.span(), e)),
+        (None, None) => Ok(default),
     }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ const VARS: &[&str] = &[
     "RUMOR_RECONNECT_TIMEOUT",
     "RUMOR_TOMBSTONE_TIMEOUT",
     "RUMOR_PRIORITY_BOOST",
+    "RUMOR_REALTIME_PRIORITY",
 ];
 
 /// Parses `argv` with exactly the RUMOR_* variables in `env` set.
@@ -459,6 +460,45 @@ fn max_event_bytes_bounds() {
         };
         assert_eq!(args.resolve_with(None, &host()).is_ok(), ok, "{n}");
     }
+}
+
+#[test]
+fn realtime_priority_bounds_and_sources() {
+    assert_eq!(
+        AgentArgs::default()
+            .resolve_with(None, &host())
+            .unwrap()
+            .realtime_priority,
+        1
+    );
+    for (n, ok) in [(0, true), (1, true), (99, true), (100, false), (255, false)] {
+        let args = AgentArgs {
+            realtime_priority: Some(n),
+            ..AgentArgs::default()
+        };
+        assert_eq!(args.resolve_with(None, &host()).is_ok(), ok, "{n}");
+    }
+    let args = parse_with_env(&[], &[("RUMOR_REALTIME_PRIORITY", "0")]);
+    assert_eq!(
+        args.resolve_with(None, &host()).unwrap().realtime_priority,
+        0
+    );
+    let args = parse_with_env(&["--realtime-priority", "7"], &[]);
+    assert_eq!(
+        args.resolve_with(None, &host()).unwrap().realtime_priority,
+        7
+    );
+    let f = file("realtime_priority = 3\n");
+    let c = AgentArgs::default()
+        .resolve_with(Some(&f), &host())
+        .unwrap();
+    assert_eq!(c.realtime_priority, 3);
+    let msg = file_error("node = \"a\"\nrealtime_priority = 100\n");
+    assert!(msg.starts_with("/etc/rumor/rumor.toml:2:"), "{msg}");
+    assert!(
+        msg.contains("realtime_priority") && msg.contains("between 0 (off) and 99"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -92,15 +92,37 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_secs_f64((utime + stime) as f64 / ticks))
 }
 
-/// The nice value of every thread of process `pid` (field 19 of each thread's stat).
-pub fn thread_nice_values(pid: u32) -> Vec<i32> {
+/// How one thread is scheduled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadSched {
+    pub tid: u32,
+    /// Its name (`comm`).
+    pub name: String,
+    pub nice: i32,
+    /// `SCHED_OTHER` (0), `SCHED_RR` (2), ...
+    pub policy: i32,
+}
+
+/// Every thread of process `pid`, with its nice value and scheduling policy (fields 19 and 41
+/// of each thread's stat).
+pub fn threads(pid: u32) -> Vec<ThreadSched> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
     tasks
         .flatten()
-        .filter_map(|t| stat_fields(&t.path().join("stat").to_string_lossy()))
-        .filter_map(|fields| fields.get(19 - 3)?.parse().ok())
+        .filter_map(|t| {
+            let fields = stat_fields(&t.path().join("stat").to_string_lossy())?;
+            Some(ThreadSched {
+                tid: t.file_name().to_str()?.parse().ok()?,
+                name: std::fs::read_to_string(t.path().join("comm"))
+                    .ok()?
+                    .trim()
+                    .to_owned(),
+                nice: fields.get(19 - 3)?.parse().ok()?,
+                policy: fields.get(41 - 3)?.parse().ok()?,
+            })
+        })
         .collect()
 }
 
