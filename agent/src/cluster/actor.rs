@@ -25,6 +25,7 @@ use super::error::ClusterError;
 use super::handle::{
     ClusterHandle, ClusterInfo, Command, Counters, MemberView, QueryParams, SeenEvent, Status,
 };
+use super::heartbeat;
 use super::identity::NodeId;
 use super::keyring::{Key, KeyChange};
 use super::log_limit::LogLimiter;
@@ -249,6 +250,10 @@ impl Actor {
             Tick::PushPull,
         );
         self.timers.schedule(now + REAP_INTERVAL, Tick::Reap);
+        self.timers.schedule(
+            now + self.config.profile.heartbeat_interval(),
+            Tick::Heartbeat,
+        );
         self.timers
             .schedule(now + QUERY_EXPIRY_INTERVAL, Tick::ExpireQueries);
         if self.snapshot.is_some() {
@@ -314,6 +319,8 @@ impl Actor {
                 Some(nonce) => self.suspicions.answered(nonce),
                 None => self.reject(from, "malformed ack"),
             },
+            // Nothing to do: its sender only wants to know whether our port is open.
+            Ok((Kind::Heartbeat, _)) => {}
             Ok((kind, _)) => self.reject(from, &format!("a {kind:?} frame is not valid over UDP")),
             Err(e) if e.is_crypto() => {
                 self.state.lock().counters.packets_undecryptable += 1;
@@ -350,6 +357,7 @@ impl Actor {
                 Tick::QueryDeadline(id) => self.finish_query(id, true),
                 Tick::QueryReask(id) => self.reask(id),
                 Tick::Reconnect => self.reconnect(),
+                Tick::Heartbeat => self.heartbeat(),
                 Tick::SnapshotFlush => {
                     self.flush_snapshot();
                     self.timers
@@ -734,6 +742,24 @@ impl Actor {
         if let Err(e) = refused::disable(&self.socket) {
             error!("could not turn off the socket's error reports: {e}");
         }
+    }
+
+    /// Sends this period's heartbeat to the next member on the ring (see heartbeat.rs).
+    fn heartbeat(&mut self) {
+        let local = self.foca.identity().name.clone();
+        let next = heartbeat::successor(
+            &local,
+            self.foca
+                .iter_members()
+                .map(|m| (m.id().name.as_str(), m.id().addr)),
+        );
+        if let Some(to) = next {
+            self.send_kind(Kind::Heartbeat, to, &[]);
+        }
+        self.timers.schedule(
+            Instant::now() + self.config.profile.heartbeat_interval(),
+            Tick::Heartbeat,
+        );
     }
 
     /// A packet to `addr` was refused by its host: if a member lives there, its agent is

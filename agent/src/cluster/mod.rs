@@ -11,6 +11,7 @@ mod datagrams;
 pub mod error;
 pub mod event_buffer;
 pub mod handle;
+mod heartbeat;
 pub mod identity;
 pub mod keyring;
 mod lamport;

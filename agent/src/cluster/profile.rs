@@ -109,6 +109,12 @@ impl Profile {
         base * scale
     }
 
+    /// How often a node sends its heartbeat to the next member on the ring (see heartbeat.rs):
+    /// once per SWIM probe period, so a crashed agent is noticed within one.
+    pub fn heartbeat_interval(self) -> Duration {
+        self.foca_config(1).probe_period
+    }
+
     /// How often a node tries to reach one failed member again (a push-pull with it), so a
     /// healed partition re-merges, and catches up on events, without operator action.
     pub fn reconnect_interval(self) -> Duration {

@@ -38,6 +38,8 @@ pub enum Tick {
     ConfirmSuspect(NodeId),
     /// The broadcast tree's own timers (ask for a missing broadcast, link again).
     Tree(super::plumtree::TreeTimer),
+    /// Send the next heartbeat on the ring.
+    Heartbeat,
 }
 
 /// Something due at `at`, ordered by time and then by insertion, so items due at the same

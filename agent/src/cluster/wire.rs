@@ -44,6 +44,9 @@ pub enum Kind {
     /// A user event or query spreading over the broadcast tree, or the tree's own control
     /// messages (see `plumtree.rs`).
     Tree = 7,
+    /// "Still here", to the next member on the heartbeat ring (see `heartbeat.rs`); empty, and
+    /// never answered: its use is that a crashed agent's host refuses it.
+    Heartbeat = 8,
 }
 
 impl Kind {
@@ -56,6 +59,7 @@ impl Kind {
             5 => Some(Kind::Ack),
             6 => Some(Kind::Query),
             7 => Some(Kind::Tree),
+            8 => Some(Kind::Heartbeat),
             _ => None,
         }
     }
