@@ -1,6 +1,6 @@
 //! Timing profiles in the spirit of Serf's `lan`, `wan` and `local`.
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -43,38 +43,44 @@ impl Profile {
         config
     }
 
+    /// foca's `Config::new_lan` / `new_wan` (memberlist's default LAN and WAN settings),
+    /// written out, plus `local`. Written out because foca computes them with the C library's
+    /// `log10`, and that call, with two of ours, was all the agent loaded `libm.so` for: 0.44 MB
+    /// of every agent's resident memory.
     fn base_foca_config(self, members: usize) -> foca::Config {
-        let n = NonZeroU32::new(u32::try_from(members.max(1)).unwrap_or(u32::MAX))
-            .unwrap_or(NonZeroU32::MIN);
-        match self {
-            Profile::Lan => {
-                let mut c = foca::Config::new_lan(n);
-                // foca announces to down members every 65 s by default; a healed partition
-                // should re-merge well within a minute.
-                if let Some(a) = c.periodic_announce_to_down_members.as_mut() {
-                    a.frequency = Duration::from_secs(15);
-                }
-                c
-            }
-            Profile::Wan => foca::Config::new_wan(n),
-            Profile::Local => {
-                let mut c = foca::Config::new_lan(n);
-                c.probe_period = Duration::from_millis(200);
-                c.probe_rtt = Duration::from_millis(100);
-                // Suspicion scales with log10(n) like foca's own profiles, over a 200 ms period.
-                let log_n = f64::max(1.0, f64::from(n.get()).log10());
-                c.suspect_to_down_after = Duration::from_secs_f64(log_n * 4.0 * 0.2);
-                if let Some(g) = c.periodic_gossip.as_mut() {
-                    g.frequency = Duration::from_millis(100);
-                }
-                if let Some(a) = c.periodic_announce.as_mut() {
-                    a.frequency = Duration::from_secs(5);
-                }
-                if let Some(a) = c.periodic_announce_to_down_members.as_mut() {
-                    a.frequency = Duration::from_secs(5);
-                }
-                c
-            }
+        let periodic = |millis: u64, members: usize| {
+            Some(foca::PeriodicParams {
+                frequency: Duration::from_millis(millis),
+                num_members: NonZeroUsize::new(members).expect("not zero"),
+            })
+        };
+        // Probe period and round trip, suspicion in probe periods per log10(n), and the
+        // periodic announce, announce to down members and gossip, as (every ms, to members).
+        let (probe, rtt, suspicion, announce, announce_down, gossip) = match self {
+            // foca announces to down members every 65 s; a healed partition should re-merge
+            // well within a minute.
+            Profile::Lan => (1000, 500, 4.0, (30_000, 1), (15_000, 2), (200, 3)),
+            Profile::Wan => (5000, 3000, 6.0, (60_000, 2), (125_000, 3), (500, 4)),
+            Profile::Local => (200, 100, 4.0, (5000, 1), (5000, 2), (100, 3)),
+        };
+        let probe_period = Duration::from_millis(probe);
+        foca::Config {
+            probe_period,
+            probe_rtt: Duration::from_millis(rtt),
+            num_indirect_probes: NonZeroUsize::new(3).expect("not zero"),
+            max_transmissions: max_transmissions(members),
+            // foca's rule: max(1, log10 n) × multiplier probe periods.
+            suspect_to_down_after: Duration::from_secs_f64(
+                libm::fmax(1.0, libm::log10(members.max(1) as f64))
+                    * suspicion
+                    * probe_period.as_secs_f64(),
+            ),
+            remove_down_after: Some(Duration::from_secs(24 * 60 * 60)),
+            max_packet_size: NonZeroUsize::new(1400).expect("not zero"),
+            notify_down_members: true,
+            periodic_announce: periodic(announce.0, announce.1),
+            periodic_announce_to_down_members: periodic(announce_down.0, announce_down.1),
+            periodic_gossip: periodic(gossip.0, gossip.1),
         }
     }
 
@@ -88,12 +94,12 @@ impl Profile {
             Profile::Wan => Duration::from_secs(60),
             Profile::Local => Duration::from_secs(5),
         };
-        const THRESHOLD: f64 = 32.0;
-        let n = members as f64;
-        if n <= THRESHOLD {
+        // ×1 up to 32 members, then one more for each doubling: ⌈log2(n / 32)⌉ + 1.
+        const THRESHOLD: usize = 32;
+        if members <= THRESHOLD {
             return base;
         }
-        let scale = ((n.log2() - THRESHOLD.log2()).ceil() + 1.0) as u32;
+        let scale = ceil_log2(members) - THRESHOLD.ilog2() + 1;
         base * scale
     }
 
@@ -105,7 +111,7 @@ impl Profile {
             Profile::Wan => Duration::from_secs(8),
             Profile::Local => Duration::from_millis(1600),
         };
-        let scale = ((members as f64) + 1.0).log10().ceil().max(1.0) as u32;
+        let scale = ceil_log10(members + 1).max(1);
         base * scale
     }
 
@@ -165,9 +171,57 @@ impl Profile {
     }
 }
 
+/// foca's rule for how many times an update is passed on: ⌊4·log10(n + 1)⌋, at least 1. In
+/// integers: ⌊log10(x⁴)⌋ is the number of decimal digits of x⁴, less one.
+fn max_transmissions(members: usize) -> NonZeroU8 {
+    let x = (members as u128).min(1_000_000_000) + 1;
+    let tx = (x * x * x * x).ilog10().clamp(1, u32::from(u8::MAX));
+    NonZeroU8::new(tx as u8).expect("at least 1")
+}
+
+/// ⌈log2 n⌉ for n ≥ 1.
+fn ceil_log2(n: usize) -> u32 {
+    if n <= 1 { 0 } else { (n - 1).ilog2() + 1 }
+}
+
+/// ⌈log10 n⌉ for n ≥ 1.
+fn ceil_log10(n: usize) -> u32 {
+    if n <= 1 { 0 } else { (n - 1).ilog10() + 1 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The integer forms agree with the floating-point rules they replace.
+    #[test]
+    fn integer_logarithms_match_the_float_rules() {
+        for n in 1..=20_000usize {
+            let x = n as f64;
+            let foca_tx = ((x + 1.0).log10() * 4.0).max(1.0) as u32;
+            assert_eq!(u32::from(max_transmissions(n).get()), foca_tx, "{n}");
+            assert_eq!(ceil_log2(n), x.log2().ceil() as u32, "{n}");
+            assert_eq!(ceil_log10(n), x.log10().ceil() as u32, "{n}");
+        }
+    }
+
+    #[test]
+    fn written_out_configs_are_focas() {
+        for n in [1u32, 2, 5, 50, 999, 10_000] {
+            let size = std::num::NonZeroU32::new(n).unwrap();
+            let ours = Profile::Wan.base_foca_config(n as usize);
+            let theirs = foca::Config::new_wan(size);
+            assert_eq!(format!("{ours:?}"), format!("{theirs:?}"), "wan, {n}");
+            let ours = Profile::Lan.base_foca_config(n as usize);
+            let mut theirs = foca::Config::new_lan(size);
+            theirs
+                .periodic_announce_to_down_members
+                .as_mut()
+                .unwrap()
+                .frequency = Duration::from_secs(15);
+            assert_eq!(format!("{ours:?}"), format!("{theirs:?}"), "lan, {n}");
+        }
+    }
 
     #[test]
     fn push_pull_slows_down_as_the_cluster_grows() {
