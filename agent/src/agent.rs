@@ -152,8 +152,14 @@ pub async fn run(
                 config.data_dir.display()
             )
         })?;
+    // On the handler thread, which has just finished the run anyway: on the gossip thread,
+    // every handler run woke it, ahead of everything on the host, in the middle of the burst
+    // of handler runs an event starts across a cluster.
     let (stop_saver, saver_stop) = oneshot::channel();
-    let saver = tokio::spawn(handled::keep_saved(record, dispatcher.clone(), saver_stop));
+    let saver =
+        handler_thread
+            .handle()
+            .spawn(handled::keep_saved(record, dispatcher.clone(), saver_stop));
 
     if !config.join.is_empty() {
         let report = handle.join(&config.join).await.with_context(|| {
