@@ -1,8 +1,8 @@
 //! Link options of the release `rumor` binary on GNU/Linux (see README, Performance):
 //!
 //! - `hot-text.ld` places the functions an agent runs first in the text, so the kernel's
-//!   read-around maps little more than those (regenerate it with
-//!   `cargo run --release -p rumor-tests --bin hot-text`);
+//!   fault-around (64 KiB around each page touched) maps little more than those
+//!   (regenerate it with `cargo run --release -p rumor-tests --bin hot-text`);
 //! - `-z pack-relative-relocs` (RELR) shrinks the relocation table the dynamic loader
 //!   writes through, when the glibc the binary will run on can read it (2.36 and later).
 //!

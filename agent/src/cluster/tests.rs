@@ -636,7 +636,6 @@ async fn send_and_receive(nodes: &mut [Node], from: usize, name: &str) {
     }
 }
 
-/// Asserts that no node has a user event left to deliver (each arrived once).
 /// Kills node 4 without a goodbye (still listed by the others), then checks that two events
 /// from other nodes reach every survivor exactly once.
 async fn still_delivered_after_a_crash(nodes: &mut Vec<Node>) {
@@ -649,6 +648,7 @@ async fn still_delivered_after_a_crash(nodes: &mut Vec<Node>) {
     assert_no_second_delivery(nodes);
 }
 
+/// Asserts that no node has a user event left to deliver (each arrived once).
 fn assert_no_second_delivery(nodes: &mut [Node]) {
     for n in nodes.iter_mut() {
         while let Ok(e) = n.events.try_recv() {
