@@ -233,7 +233,7 @@ fn agent(
     port: u16,
     extra: &[&str],
     callgrind_out: Option<&Path>,
-) -> anyhow::Result<Child> {
+) -> anyhow::Result<Agent> {
     let data = dir.join(name);
     let mut command = match callgrind_out {
         Some(out) => {
@@ -255,9 +255,11 @@ fn agent(
         .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?);
-    let child = command
-        .spawn()
-        .with_context(|| format!("cannot start agent {name}"))?;
+    let child = Agent(Some(
+        command
+            .spawn()
+            .with_context(|| format!("cannot start agent {name}"))?,
+    ));
     let sock = data.join("control.sock");
     wait_until(Duration::from_secs(60), &format!("agent {name}"), || {
         sock.exists().then_some(())
@@ -282,18 +284,40 @@ fn wait_until<T>(
     }
 }
 
-fn kill(child: &Child, signal: libc::c_int) {
-    // SAFETY: kill(2) of a child this program started and has not reaped.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, signal);
+/// An agent this program started: killed if it is still running when dropped (on an error
+/// part-way), so a failed run leaves no agent behind.
+struct Agent(Option<Child>);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
-fn wait_exit(mut child: Child, limit: Duration) -> anyhow::Result<()> {
-    wait_until(limit, "an agent to exit", || {
+fn kill(agent: &Agent, signal: libc::c_int) {
+    if let Some(child) = &agent.0 {
+        // SAFETY: kill(2) of a child this program started and has not reaped.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, signal);
+        }
+    }
+}
+
+fn wait_exit(mut agent: Agent, limit: Duration) -> anyhow::Result<()> {
+    let Some(mut child) = agent.0.take() else {
+        return Ok(());
+    };
+    let waited = wait_until(limit, "an agent to exit", || {
         child.try_wait().ok().flatten()
-    })?;
-    Ok(())
+    });
+    if waited.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    waited.map(|_| ())
 }
 
 /// The binary's function symbols.
@@ -341,7 +365,7 @@ fn executed(profile: &Path, defined: &BTreeSet<String>) -> anyhow::Result<BTreeS
 
 /// An input-section pattern for a function, valid across builds: crate disambiguators
 /// (`Cs…_`) and back-references (`B…_`, byte offsets that move when a disambiguator's length
-/// does) become wildcards, and so does LLVM's suffix for promoted local symbols.
+/// does) become wildcards, and so do LLVM's suffixes for promoted and renamed local symbols.
 fn pattern(symbol: &str) -> String {
     let mut out = String::with_capacity(symbol.len());
     let bytes = symbol.as_bytes();
@@ -372,6 +396,12 @@ fn pattern(symbol: &str) -> String {
     if let Some(cut) = out.find(".llvm.") {
         out.truncate(cut);
         out.push('*');
+    } else if let Some((name, suffix)) = out.rsplit_once('.')
+        && !suffix.is_empty()
+        && suffix.bytes().all(|b| b.is_ascii_digit())
+    {
+        // A number LLVM appends to keep local symbols apart; it changes from build to build.
+        out = format!("{name}*");
     }
     out
 }
@@ -410,6 +440,7 @@ mod tests {
             pattern("_RNvCsabc_3foo3bar.llvm.123456"),
             "_RNvCs*_3foo3bar*"
         );
+        assert_eq!(pattern("_RNvCsabc_3foo4kind.1781"), "_RNvCs*_3foo4kind*");
         // An identifier that happens to hold `B…_` is left alone (it follows its length).
         assert_eq!(pattern("_RNvCsx_3foo5Bar_x"), "_RNvCs*_3foo5Bar_x");
     }
