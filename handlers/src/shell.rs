@@ -168,13 +168,17 @@ pub async fn run(invocation: Invocation) -> RunResult {
             )
         };
         tokio::pin!(pipes);
+        // Registered once: a timer created anew in each turn of the loop below is registered
+        // anew each time, and every registration wakes the runtime's own thread once more.
+        let timeout = tokio::time::sleep_until(deadline);
+        tokio::pin!(timeout);
         let mut pipes_done = false;
         let mut timed_out = false;
         let status = loop {
             tokio::select! {
                 _ = &mut pipes, if !pipes_done => pipes_done = true,
                 status = child.wait() => break status,
-                _ = tokio::time::sleep_until(deadline), if !timed_out => {
+                _ = &mut timeout, if !timed_out => {
                     timed_out = true;
                     if let Some(group) = &group {
                         group.kill();
