@@ -241,11 +241,7 @@ pub async fn run(
     }
     let _ = stop_saver.send(());
     match saver.await {
-        Ok(mut record) => {
-            record.save(reloader.dispatcher.handled());
-            // The process ends next: the last runs must be on disk first.
-            record.sync();
-        }
+        Ok(record) => handled::save_last(record, &reloader.dispatcher),
         Err(e) => error!("the handler record writer failed: {e}"),
     }
     drop(handler_thread);

@@ -4,13 +4,15 @@
 //! The file is a [`Journal`] of JSON lines: per handler a `before` mark (everything stamped
 //! earlier counts as run) and one `ran` line per user event it ran, appended and synced to
 //! disk as soon as the run ends — one short `write` and one `fdatasync`, where rewriting the
-//! whole record (a new file, fsync, rename) cost about 0.5 ms of the agent's CPU per run. When
-//! the file has grown to about twice what it holds, it is rewritten from the current record.
+//! whole record (a new file, fsync, rename) cost about 0.5 ms of the agent's CPU per run. The
+//! dispatcher hands over each run ([`Dispatcher::handled_runs`]), so a run costs the same
+//! whatever the record holds. When the file has grown to about twice what it holds, it is
+//! rewritten from the current record.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rumor_handlers::{Dispatcher, HandledEvents};
+use rumor_handlers::{Dispatcher, HandledEvents, HandledRun};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tracing::warn;
@@ -120,10 +122,9 @@ fn size(marks: &Marks) -> usize {
     marks.values().map(|m| 1 + m.events.len()).sum()
 }
 
-/// The file and what it holds.
+/// The file.
 pub struct HandledRecord {
     journal: Journal,
-    saved: Marks,
     /// Lines in the file once the queued writes are done.
     lines: usize,
 }
@@ -147,40 +148,37 @@ impl HandledRecord {
         Ok(HandledRecord {
             journal,
             lines: size(&marks),
-            saved: marks,
         })
     }
 
-    /// Queues what is new in `marks` since the last save, to be appended and synced (or the
-    /// whole file rewritten, once it has grown). Returns at once.
-    pub fn save(&mut self, marks: Marks) {
-        if marks == self.saved {
+    /// Queues `runs` to be appended and synced. Returns at once.
+    pub fn append(&mut self, runs: &[HandledRun]) {
+        if runs.is_empty() {
             return;
         }
-        if self.lines > 2 * size(&marks) + COMPACT_SLACK {
-            self.lines = size(&marks);
-            self.journal.replace(image(&marks));
-            self.saved = marks;
-            return;
-        }
-        let mut records = Vec::new();
-        for (handler, mark) in &marks {
-            let before = self.saved.get(handler);
-            if before.is_none_or(|b| b.before != mark.before) {
-                records.push(Record::Before {
-                    handler: handler.clone(),
-                    ltime: mark.before,
-                });
-            }
-            let new = mark
-                .events
-                .iter()
-                .filter(|e| before.is_none_or(|b| !b.events.contains(*e)));
-            records.extend(ran(handler, new));
-        }
+        let records: Vec<Record> = runs
+            .iter()
+            .map(|run| Record::Ran {
+                handler: run.handler.clone(),
+                ltime: run.ltime,
+                origin: run.origin.clone(),
+                name: run.name.clone(),
+            })
+            .collect();
         self.lines += records.len();
         self.journal.append(journal::lines(&records), true);
-        self.saved = marks;
+    }
+
+    /// Whether the file holds so many lines more than a record of `size` lines (see
+    /// [`Dispatcher::handled_size`]) that it should be rewritten.
+    pub fn needs_compaction(&self, size: usize) -> bool {
+        self.lines > 2 * size + COMPACT_SLACK
+    }
+
+    /// Queues the whole file's rewrite as `marks`. Returns at once.
+    pub fn compact(&mut self, marks: &Marks) {
+        self.lines = size(marks);
+        self.journal.replace(image(marks));
     }
 
     /// Waits until everything saved is on disk.
@@ -189,10 +187,10 @@ impl HandledRecord {
     }
 }
 
-/// Saves the dispatcher's record each time a handler finishes a user event — at once, so a
-/// crash right after a run does not make it run again after the restart — until `stop`
-/// fires; then returns the record for a last [`HandledRecord::save`] at shutdown. The writes
-/// happen on the journal's thread: the runtime never waits on the disk.
+/// Appends each user event a handler finishes to the record — at once, so a crash right after
+/// a run does not make it run again after the restart — until `stop` fires; then returns the
+/// record for the last runs at shutdown ([`save_last`]). The writes happen on the journal's
+/// thread: the runtime never waits on the disk.
 pub async fn keep_saved(
     mut record: HandledRecord,
     dispatcher: Dispatcher,
@@ -200,10 +198,24 @@ pub async fn keep_saved(
 ) -> HandledRecord {
     loop {
         tokio::select! {
-            _ = dispatcher.handled_changed() => record.save(dispatcher.handled()),
+            runs = dispatcher.handled_runs() => {
+                record.append(&runs);
+                if record.needs_compaction(dispatcher.handled_size()) {
+                    // What was just appended is in it, and a run taken after this is
+                    // appended again: a duplicate line reads back as one.
+                    record.compact(&dispatcher.handled());
+                }
+            }
             _ = &mut stop => return record,
         }
     }
+}
+
+/// Appends the runs [`keep_saved`] has not taken and waits until everything is on disk: the
+/// process ends next.
+pub fn save_last(mut record: HandledRecord, dispatcher: &Dispatcher) {
+    record.append(&dispatcher.take_handled());
+    record.sync();
 }
 
 #[cfg(test)]
@@ -220,23 +232,38 @@ mod tests {
         }
     }
 
+    fn run(handler: &str, ltime: u64, origin: &str, name: &str) -> HandledRun {
+        HandledRun {
+            handler: handler.into(),
+            ltime,
+            origin: origin.into(),
+            name: name.into(),
+        }
+    }
+
     #[test]
-    fn saves_append_and_read_back() {
+    fn runs_append_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut record = HandledRecord::open(dir.path(), Marks::new()).unwrap();
-        let mut marks = Marks::from([("deploy".to_string(), mark(4, &[(9, "a", "deploy")]))]);
-        record.save(marks.clone());
-        marks
-            .get_mut("deploy")
-            .unwrap()
-            .insert(10, "b".into(), "deploy".into());
-        marks.insert("other".into(), mark(0, &[(10, "b", "deploy")]));
-        record.save(marks.clone());
+        let opened = Marks::from([("deploy".to_string(), mark(4, &[]))]);
+        let mut record = HandledRecord::open(dir.path(), opened).unwrap();
+        record.append(&[run("deploy", 9, "a", "deploy")]);
+        record.append(&[]);
+        record.append(&[
+            run("deploy", 10, "b", "deploy"),
+            run("other", 10, "b", "deploy"),
+        ]);
         record.sync();
-        assert_eq!(load(dir.path()), marks);
-        // Each run added one line; nothing was written twice.
+        let expected = Marks::from([
+            (
+                "deploy".to_string(),
+                mark(4, &[(9, "a", "deploy"), (10, "b", "deploy")]),
+            ),
+            ("other".to_string(), mark(0, &[(10, "b", "deploy")])),
+        ]);
+        assert_eq!(load(dir.path()), expected);
+        // The mark, then one line per run; nothing was written twice.
         let text = std::fs::read_to_string(dir.path().join(HANDLED_FILE)).unwrap();
-        assert_eq!(text.lines().count(), 5, "{text}");
+        assert_eq!(text.lines().count(), 4, "{text}");
     }
 
     #[test]
@@ -244,12 +271,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut record = HandledRecord::open(dir.path(), Marks::new()).unwrap();
         let mut marks = Marks::new();
+        let mut compactions = 0;
         for t in 1..=5_000u64 {
             marks
                 .entry("h".into())
                 .or_default()
                 .insert(t, "a".into(), "e".into());
-            record.save(marks.clone());
+            record.append(&[run("h", t, "a", "e")]);
+            if record.needs_compaction(size(&marks)) {
+                record.compact(&marks);
+                compactions += 1;
+            }
         }
         record.sync();
         drop(record);
@@ -260,6 +292,7 @@ mod tests {
             "{} lines",
             text.lines().count()
         );
+        assert!(compactions > 1, "{compactions} compactions");
         assert_eq!(load(dir.path()), marks);
         assert_eq!(marks["h"].events.len(), window);
     }

@@ -53,8 +53,8 @@ struct Inner {
     /// Where the handlers' tasks run.
     runtime: tokio::runtime::Handle,
     handlers: Mutex<Vec<Handler>>,
-    /// Signalled whenever a handler finished running a user event (see [`Dispatcher::handled`]).
-    handled_changed: Arc<tokio::sync::Notify>,
+    /// The user events run since the record last took them ([`Dispatcher::take_handled`]).
+    new_runs: Arc<NewRuns>,
     local: watch::Sender<LocalNode>,
     queue_capacity: usize,
 }
@@ -75,6 +75,24 @@ struct Shared {
     /// are in it are skipped. Fixed at start: while running, the cluster itself delivers each
     /// event once.
     restored: Mutex<Option<HandledEvents>>,
+}
+
+/// A user event a handler ran: one line of the agent's record, appended as it happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandledRun {
+    pub handler: String,
+    pub ltime: u64,
+    pub origin: String,
+    pub name: String,
+}
+
+/// Runs not yet taken by the record, and the signal that there are some. Handing over each
+/// run keeps the record's cost per run constant; copying every handler's whole set (up to
+/// [`HANDLED_WINDOW`] events each) after each run made it grow with the window.
+#[derive(Default)]
+struct NewRuns {
+    runs: Mutex<Vec<HandledRun>>,
+    changed: tokio::sync::Notify,
 }
 
 /// How many Lamport times of handled events are remembered: the same window the cluster
@@ -129,9 +147,14 @@ impl HandledEvents {
     /// the window (for a record read back from disk).
     pub fn insert(&mut self, ltime: u64, origin: String, name: String) {
         self.events.insert((ltime, origin, name));
-        if let Some(newest) = self.newest() {
-            self.events
-                .retain(|(ltime, _, _)| ltime + HANDLED_WINDOW > newest);
+        // Ordered by Lamport time: what fell out of the window is at the front.
+        let Some(newest) = self.newest() else { return };
+        while self
+            .events
+            .first()
+            .is_some_and(|(ltime, _, _)| ltime + HANDLED_WINDOW <= newest)
+        {
+            self.events.pop_first();
         }
     }
 }
@@ -240,7 +263,7 @@ impl Dispatcher {
             inner: Arc::new(Inner {
                 runtime,
                 handlers: Mutex::new(Vec::new()),
-                handled_changed: Arc::new(tokio::sync::Notify::new()),
+                new_runs: Arc::default(),
                 local: watch::Sender::new(local),
                 queue_capacity: capacity.max(1),
             }),
@@ -373,10 +396,30 @@ impl Dispatcher {
         }
     }
 
-    /// Waits until a handler has run another user event (so the caller can persist
-    /// [`Dispatcher::handled`] at once: a crash right after a run must not lose it).
-    pub async fn handled_changed(&self) {
-        self.inner.handled_changed.notified().await;
+    /// Waits until handlers have run user events the caller has not taken yet, and takes them
+    /// (so the caller can persist them at once: a crash right after a run must not lose it).
+    pub async fn handled_runs(&self) -> Vec<HandledRun> {
+        loop {
+            let runs = self.take_handled();
+            if !runs.is_empty() {
+                return runs;
+            }
+            self.inner.new_runs.changed.notified().await;
+        }
+    }
+
+    /// Takes the runs [`Dispatcher::handled_runs`] has not returned yet, without waiting.
+    pub fn take_handled(&self) -> Vec<HandledRun> {
+        std::mem::take(&mut *lock(&self.inner.new_runs.runs))
+    }
+
+    /// Handlers with a record plus the events they remember: the lines [`Dispatcher::handled`]
+    /// takes written out, without copying it.
+    pub fn handled_size(&self) -> usize {
+        lock(&self.inner.handlers)
+            .iter()
+            .filter_map(|h| lock(&h.shared.handled).as_ref().map(|m| 1 + m.events.len()))
+            .sum()
     }
 
     /// What each handler has run, to persist across restarts (handlers that ran no user event
@@ -424,7 +467,7 @@ impl Dispatcher {
             jobs,
             shared.clone(),
             self.inner.local.subscribe(),
-            self.inner.handled_changed.clone(),
+            self.inner.new_runs.clone(),
         ));
         Handler { shared, queue }
     }
@@ -517,7 +560,7 @@ async fn handler_task(
     mut jobs: mpsc::Receiver<Job>,
     shared: Arc<Shared>,
     local: watch::Receiver<LocalNode>,
-    handled_changed: Arc<tokio::sync::Notify>,
+    new_runs: Arc<NewRuns>,
 ) {
     let mut coalescer = Coalescer::new();
     let mut window_end: Option<tokio::time::Instant> = None;
@@ -527,7 +570,7 @@ async fn handler_task(
             // Coalescing was switched off by a reload: run what was held.
             window_end = None;
             for event in coalescer.flush() {
-                run(&shared, &local, &handled_changed, event, None).await;
+                run(&shared, &local, &new_runs, event, None).await;
             }
         }
         let job = tokio::select! {
@@ -535,7 +578,7 @@ async fn handler_task(
             _ = sleep_until(window_end), if window_end.is_some() => {
                 window_end = None;
                 for event in coalescer.flush() {
-                    run(&shared, &local, &handled_changed, event, None).await;
+                    run(&shared, &local, &new_runs, event, None).await;
                 }
                 continue;
             }
@@ -543,16 +586,16 @@ async fn handler_task(
         let Some(job) = job else { break };
         match (config.coalesce, job.reply) {
             (Some(window), None) => match coalescer.push(job.event) {
-                Some(event) => run(&shared, &local, &handled_changed, event, None).await,
+                Some(event) => run(&shared, &local, &new_runs, event, None).await,
                 None => {
                     window_end.get_or_insert_with(|| tokio::time::Instant::now() + window);
                 }
             },
-            (_, reply) => run(&shared, &local, &handled_changed, job.event, reply).await,
+            (_, reply) => run(&shared, &local, &new_runs, job.event, reply).await,
         }
     }
     for event in coalescer.flush() {
-        run(&shared, &local, &handled_changed, event, None).await;
+        run(&shared, &local, &new_runs, event, None).await;
     }
 }
 
@@ -568,7 +611,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 async fn run(
     shared: &Shared,
     local: &watch::Receiver<LocalNode>,
-    handled_changed: &tokio::sync::Notify,
+    new_runs: &NewRuns,
     event: Event,
     reply: Option<oneshot::Sender<RunResult>>,
 ) {
@@ -589,7 +632,13 @@ async fn run(
         lock(&shared.handled)
             .get_or_insert_with(HandledEvents::default)
             .record(user);
-        handled_changed.notify_one();
+        lock(&new_runs.runs).push(HandledRun {
+            handler: config.name.clone(),
+            ltime: user.ltime,
+            origin: user.origin.clone(),
+            name: user.name.clone(),
+        });
+        new_runs.changed.notify_one();
     }
     log_result(&config, &event, &result);
     if let Some(reply) = reply {

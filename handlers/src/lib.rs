@@ -46,8 +46,8 @@ pub use coalesce::Coalescer;
 pub use config::{ConfigError, DEFAULT_TIMEOUT, HandlerConfig};
 pub use contract::LocalNode;
 pub use dispatcher::{
-    DEFAULT_QUEUE_CAPACITY, Dispatcher, HANDLED_WINDOW, HandledEvents, HandlerStatus, LastRun,
-    QueryRuns,
+    DEFAULT_QUEUE_CAPACITY, Dispatcher, HANDLED_WINDOW, HandledEvents, HandledRun, HandlerStatus,
+    LastRun, QueryRuns,
 };
 pub use event::{Event, MemberEventKind, MemberInfo, QueryEvent, Tags, UserEvent};
 pub use filter::{EventFilter, FilterError, FilterItem, HandlerSpec};

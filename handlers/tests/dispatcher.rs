@@ -578,6 +578,17 @@ async fn restored_handled_events_are_skipped_and_nothing_else() {
             "{recorded:?}"
         );
     }
+    // The runs are handed over one by one for the agent's record, each once.
+    let mut taken = Vec::new();
+    while taken.len() < 2 {
+        let runs = tokio::time::timeout(BOUND, dispatcher.handled_runs())
+            .await
+            .unwrap();
+        taken.extend(runs.into_iter().map(|r| (r.handler, r.ltime)));
+    }
+    assert_eq!(taken, [("h".to_string(), 8), ("h".to_string(), 10)]);
+    assert!(dispatcher.take_handled().is_empty());
+    assert_eq!(dispatcher.handled_size(), 1 + 4);
 
     // A handler without a saved record skips what happened before the restart.
     let fresh_log = dir.path().join("fresh");
