@@ -156,15 +156,23 @@ impl HandledRecord {
         if runs.is_empty() {
             return;
         }
-        let records: Vec<Record> = runs
-            .iter()
-            .map(|run| Record::Ran {
+        let mut records = Vec::with_capacity(runs.len());
+        for run in runs {
+            if run.first {
+                // Whatever mark an earlier handler of that name left in the file is not this
+                // one's.
+                records.push(Record::Before {
+                    handler: run.handler.clone(),
+                    ltime: HandledEvents::default().before,
+                });
+            }
+            records.push(Record::Ran {
                 handler: run.handler.clone(),
                 ltime: run.ltime,
                 origin: run.origin.clone(),
                 name: run.name.clone(),
-            })
-            .collect();
+            });
+        }
         self.lines += records.len();
         self.journal.append(journal::lines(&records), true);
     }
@@ -238,7 +246,24 @@ mod tests {
             ltime,
             origin: origin.into(),
             name: name.into(),
+            first: false,
         }
+    }
+
+    #[test]
+    fn a_handler_replaced_by_a_reload_does_not_inherit_the_old_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = Marks::from([("deploy".to_string(), mark(40, &[]))]);
+        let mut record = HandledRecord::open(dir.path(), opened).unwrap();
+        record.append(&[HandledRun {
+            first: true,
+            ..run("deploy", 41, "a", "deploy")
+        }]);
+        record.sync();
+        assert_eq!(
+            load(dir.path()),
+            Marks::from([("deploy".to_string(), mark(0, &[(41, "a", "deploy")]))])
+        );
     }
 
     #[test]

@@ -84,10 +84,15 @@ pub struct HandledRun {
     pub ltime: u64,
     pub origin: String,
     pub name: String,
+    /// The handler had no record before this run (added or replaced by a reload since the
+    /// agent started): its record starts here, with nothing before it counted as run. A
+    /// replaced handler's name may still carry its predecessor's mark in the file.
+    pub first: bool,
 }
 
-/// Runs not yet taken by the record, and the signal that there are some. Handing over each
-/// run keeps the record's cost per run constant; copying every handler's whole set (up to
+/// Runs not yet taken by the record, and the signal that there are some (they wait until
+/// taken: a dispatcher whose runs nobody takes keeps them, about 100 bytes each). Handing over
+/// each run keeps the record's cost per run constant; copying every handler's whole set (up to
 /// [`HANDLED_WINDOW`] events each) after each run made it grow with the window.
 #[derive(Default)]
 struct NewRuns {
@@ -629,14 +634,20 @@ async fn run(
     shared.record(&result);
     if let Event::User(user) = &event {
         // Ran (whatever its exit code): a restart must not run it again.
-        lock(&shared.handled)
-            .get_or_insert_with(HandledEvents::default)
-            .record(user);
+        let first = {
+            let mut handled = lock(&shared.handled);
+            let first = handled.is_none();
+            handled
+                .get_or_insert_with(HandledEvents::default)
+                .record(user);
+            first
+        };
         lock(&new_runs.runs).push(HandledRun {
             handler: config.name.clone(),
             ltime: user.ltime,
             origin: user.origin.clone(),
             name: user.name.clone(),
+            first,
         });
         new_runs.changed.notify_one();
     }

@@ -584,9 +584,13 @@ async fn restored_handled_events_are_skipped_and_nothing_else() {
         let runs = tokio::time::timeout(BOUND, dispatcher.handled_runs())
             .await
             .unwrap();
-        taken.extend(runs.into_iter().map(|r| (r.handler, r.ltime)));
+        taken.extend(runs.into_iter().map(|r| (r.handler, r.ltime, r.first)));
     }
-    assert_eq!(taken, [("h".to_string(), 8), ("h".to_string(), 10)]);
+    // Restored, so neither run starts the handler's record.
+    assert_eq!(
+        taken,
+        [("h".to_string(), 8, false), ("h".to_string(), 10, false)]
+    );
     assert!(dispatcher.take_handled().is_empty());
     assert_eq!(dispatcher.handled_size(), 1 + 4);
 
