@@ -3,11 +3,15 @@
 //!
 //! The file is a [`Journal`] of JSON lines: per handler a `before` mark (everything stamped
 //! earlier counts as run) and one `ran` line per user event it ran, appended and synced to
-//! disk as soon as the run ends — one short `write` and one `fdatasync`, where rewriting the
-//! whole record (a new file, fsync, rename) cost about 0.5 ms of the agent's CPU per run. The
+//! disk as soon as the run ends — one short `write` and one `fdatasync`, far cheaper than
+//! rewriting the whole record (a new file, fsync, rename) after every run. The
 //! dispatcher hands over each run ([`Dispatcher::handled_runs`]), so a run costs the same
 //! whatever the record holds. When the file has grown to about twice what it holds, it is
 //! rewritten from the current record.
+//!
+//! The split with the handlers crate: [`rumor_handlers::handled_events`] decides, in memory,
+//! what a handler skips and remembers; this module only keeps that on disk and gives it back to
+//! [`Dispatcher::restore_handled`] at the next start.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,9 +23,12 @@ use tracing::warn;
 
 use crate::journal::{self, Journal};
 
-// Handlers remember as many Lamport times as the cluster deduplicates over.
-const _: () =
-    assert!(rumor_handlers::HANDLED_WINDOW == crate::cluster::event_buffer::EVENT_WINDOW as u64);
+// After a restart the cluster delivers again up to its retention of events: handlers remember
+// at least as many Lamport times, so what they ran is recognised (see docs/operations.md on what
+// a restart during a long partition can still miss).
+const _: () = assert!(
+    rumor_handlers::HANDLED_WINDOW >= crate::cluster::node::events::DEFAULT_RETENTION_COUNT as u64
+);
 
 /// Name of the file in the data directory.
 pub const HANDLED_FILE: &str = "handled.log";
@@ -51,17 +58,33 @@ enum Record {
 
 /// Reads the record from `data_dir`: the journal, or an earlier version's `handled.json`. A
 /// missing file is no record; a damaged one is reported, and what came before the damage kept.
+///
+/// A last record cut short (a crash while it was written) costs only the run it recorded, which
+/// may run again. A record damaged before its end (a damaged disk) cannot say which of the
+/// events before the restart ran: then nothing of it is used, and every handler skips the events
+/// that arrived before the restart — some may never have run — rather than run any of them a
+/// second time; the agent says so at ERROR. Events that arrive afterwards run as usual.
 pub fn load(data_dir: &Path) -> Marks {
     let path = data_dir.join(HANDLED_FILE);
     if !path.exists() {
         return load_old(&data_dir.join(OLD_HANDLED_FILE));
     }
     let mut marks = Marks::new();
-    let problem = journal::load(&path, |record| apply(&mut marks, record));
-    if let Some(problem) = problem {
-        warn!("the handler record is damaged: {problem}");
+    match journal::load(&path, |record| apply(&mut marks, record)) {
+        None => marks,
+        Some(damage) if damage.at_tail => {
+            warn!(
+                "the handler record's last line was cut short (a crash while it was written); the run it recorded may run again: {damage}"
+            );
+            marks
+        }
+        Some(damage) => {
+            tracing::error!(
+                "the handler record is damaged before its end: {damage}. Which user events ran before this restart is unknown: handlers will not run any event that arrived before it (some may never have run on this node), and run every event from now on"
+            );
+            Marks::new()
+        }
     }
-    marks
 }
 
 fn load_old(path: &Path) -> Marks {
@@ -352,5 +375,20 @@ mod tests {
             load(dir.path()),
             Marks::from([("h".to_string(), mark(2, &[(5, "a", "e")]))])
         );
+    }
+
+    #[test]
+    fn damage_before_the_end_uses_nothing_of_the_record() {
+        // With no marks, the agent gives every handler "everything before the restart ran":
+        // no event that arrived before it runs again, and the agent says so (module docs).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(HANDLED_FILE),
+            "{\"before\":{\"handler\":\"h\",\"ltime\":2}}\n\
+             \u{0}\u{0}\u{0}garbage\n\
+             {\"ran\":{\"handler\":\"h\",\"ltime\":5,\"origin\":\"a\",\"name\":\"e\"}}\n",
+        )
+        .unwrap();
+        assert_eq!(load(dir.path()), Marks::new());
     }
 }

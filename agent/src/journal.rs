@@ -7,18 +7,18 @@
 //! * An append is either *durable* (synced to disk before the writer takes the next job) or
 //!   not (in the page cache at once, which survives a crash of the agent; on disk within the
 //!   kernel's writeback interval, about 30 s, or at the next durable write or [`Journal::sync`]).
-//!   On this 2-core VM one `fdatasync` costs about 0.2 ms of CPU (a trip to the virtual disk),
-//!   so callers sync what a power cut must not lose and nothing more.
+//!   An `fdatasync` costs CPU on every call (a trip to the disk, virtual or not), so callers
+//!   sync what a power cut must not lose and nothing more.
 //! * The file stays open between appends, and [`Journal::replace`] (compaction) writes a whole
 //!   new image atomically: a temporary file, fsync, rename, fsync of the directory.
 //! * [`load`] reads the lines back and stops at the first damaged one (a crash can leave half a
 //!   line), reporting it; the caller starts from what came before.
 //! * The writer thread runs at the handlers' priority, not the agent's boosted one
-//!   ([`rumor_handlers::priority`]): nothing waits on it, and its syncs should not take a CPU
+//!   ([`crate::priority`]): nothing waits on it, and its syncs should not take a CPU
 //!   from the gossip.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::error;
 
-use crate::cluster::log_limit::LogLimiter;
+use crate::log_limit::LogLimiter;
 
 /// A journal file and the thread that writes it. Dropping it waits until every queued write is
 /// done (and the durable ones are on disk).
@@ -61,10 +61,8 @@ impl Journal {
         let thread = std::thread::Builder::new()
             .name(thread.into())
             .spawn(move || {
-                if let Some(nice) = rumor_handlers::priority::handler_nice() {
-                    // Failing leaves it at the agent's priority, which only costs the gossip.
-                    let _ = rumor_handlers::priority::set_current(nice);
-                }
+                // Failing leaves it at the agent's priority, which only costs the gossip.
+                let _ = crate::priority::enter_handler_priority();
                 Writer::new(path, file, what).run(queue)
             })?;
         Ok(Journal {
@@ -120,31 +118,49 @@ pub fn lines<T: Serialize>(records: &[T]) -> Vec<u8> {
     buf
 }
 
+/// Why a journal could not be read to its end. A damaged line ends the reading, and what came
+/// before it has been applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    message: String,
+    /// The damage is the last line: a write cut short by a crash, which costs only the record
+    /// being written. Otherwise the file lost records in its middle (a damaged disk, an edit).
+    pub at_tail: bool,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Reads a journal, calling `apply` for each record in order. A missing file has no records.
-/// Returns a description of the problem when the file could not be read to its end: a damaged
-/// line ends the reading, and what came before it has been applied.
-pub fn load<T: DeserializeOwned>(path: &Path, mut apply: impl FnMut(T)) -> Option<String> {
-    let file = match File::open(path) {
-        Ok(f) => f,
+pub fn load<T: DeserializeOwned>(path: &Path, mut apply: impl FnMut(T)) -> Option<Damage> {
+    let damage = |message: String, at_tail: bool| Some(Damage { message, at_tail });
+    let text = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => return Some(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return damage(format!("cannot read {}: {e}", path.display()), false),
     };
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = match line {
-            Ok(l) => l,
-            Err(e) => return Some(format!("{}:{}: unreadable: {e}", path.display(), i + 1)),
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<T>(&line) {
+    // Numbered as the file's lines, so the message points an editor at the damage.
+    let lines: Vec<(usize, &[u8])> = text
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+        .collect();
+    for (i, (number, line)) in lines.iter().enumerate() {
+        match serde_json::from_slice::<T>(line) {
             Ok(record) => apply(record),
             Err(e) => {
-                return Some(format!(
-                    "{}:{}: damaged ({e}); using the {i} lines before it",
-                    path.display(),
-                    i + 1,
-                ));
+                let at_tail = i + 1 == lines.len();
+                return damage(
+                    format!(
+                        "{}:{}: damaged ({e}); using the {i} records before it",
+                        path.display(),
+                        number + 1,
+                    ),
+                    at_tail,
+                );
             }
         }
     }
@@ -282,7 +298,7 @@ mod tests {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     struct Rec(u32);
 
-    fn read(path: &Path) -> (Vec<Rec>, Option<String>) {
+    fn read(path: &Path) -> (Vec<Rec>, Option<Damage>) {
         let mut out = Vec::new();
         let problem = load(path, |r: Rec| out.push(r));
         (out, problem)
@@ -314,21 +330,28 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_line_ends_the_reading_and_is_reported() {
+    fn a_damaged_line_ends_the_reading_and_is_reported_with_where_it_is() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.log");
         std::fs::write(&path, "1\n\n2\n{\"half\n3\n").unwrap();
         let (records, problem) = read(&path);
         assert_eq!(records, vec![Rec(1), Rec(2)]);
         let problem = problem.unwrap();
+        let text = problem.to_string();
         assert!(
-            problem.contains("j.log:4:") && problem.contains("damaged"),
-            "{problem}"
+            text.contains("j.log:4: damaged") && text.contains("damaged"),
+            "{text}"
         );
+        assert!(!problem.at_tail, "records follow the damage");
+        // A last line cut short: the tail.
+        std::fs::write(&path, "1\n2\n{\"half").unwrap();
+        let (records, problem) = read(&path);
+        assert_eq!(records, vec![Rec(1), Rec(2)]);
+        assert!(problem.unwrap().at_tail);
         std::fs::write(&path, [0xff, 0xfe, b'\n']).unwrap();
         let (records, problem) = read(&path);
         assert!(records.is_empty());
-        assert!(problem.unwrap().contains("j.log:1:"));
+        assert!(problem.unwrap().to_string().contains("j.log:1: damaged"));
     }
 
     #[test]

@@ -237,10 +237,17 @@ fn parse_filter(s: &str) -> Result<EnvFilter, String> {
             return Err(bad());
         }
     }
-    EnvFilter::builder()
+    let filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::OFF.into())
         .parse(s)
-        .map_err(|e| format!("{}: {e}", bad()))
+        .map_err(|e| format!("{}: {e}", bad()))?;
+    // bollard logs every Docker API request and response body at debug: a deploy's polling
+    // would bury the agent's own lines. Asked for by name, it gets what is asked.
+    Ok(if s.contains("bollard") {
+        filter
+    } else {
+        filter.add_directive("bollard=info".parse().expect("a valid directive"))
+    })
 }
 
 /// 1 for error up to 5 for trace.

@@ -1,13 +1,13 @@
-//! Fuzzes the envelope decoder — the first code every datagram from the network meets — with
-//! and without a keyring, and the decoders behind it for whatever gets through.
+//! The envelope decoder — the first code every datagram from the network meets — with and
+//! without a keyring, and the decoder of each kind's body for whatever gets through.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use rumor::cluster::keyring::{Key, Keyring};
-use rumor::cluster::message::Broadcast;
-use rumor::cluster::query::QueryReply;
+use rumor::cluster::message::{Broadcast, QueryReply};
+use rumor::cluster::plumtree;
 use rumor::cluster::wire::{self, Kind};
 
 fn keys() -> &'static Keyring {
@@ -17,14 +17,27 @@ fn keys() -> &'static Keyring {
 
 fuzz_target!(|data: &[u8]| {
     let _ = wire::open(data, Some(keys()));
-    if let Ok((kind, body)) = wire::open(data, None) {
-        match kind {
-            Kind::QueryReply => {
-                let _ = QueryReply::decode(&body);
-            }
-            Kind::Swim | Kind::PushPull => {
-                let _ = Broadcast::decode(&body);
+    let Ok((kind, body)) = wire::open(data, None) else {
+        return;
+    };
+    match kind {
+        Kind::QueryReply => {
+            let _ = QueryReply::decode(&body);
+        }
+        // foca's packets carry our broadcasts; the node target drives foca itself.
+        Kind::Swim | Kind::PushPull | Kind::Query => {
+            let _ = Broadcast::decode(&body);
+        }
+        Kind::Tree => {
+            if let Ok(plumtree::Frame::Gossip(msg) | plumtree::Frame::Direct(msg)) =
+                plumtree::decode(&body)
+            {
+                let _ = Broadcast::decode(msg);
             }
         }
+        Kind::Ping | Kind::Ack => {
+            let _ = wire::parse_nonce(&body);
+        }
+        Kind::Heartbeat => {}
     }
 });

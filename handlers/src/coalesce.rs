@@ -1,6 +1,10 @@
 //! Serf's coalescing, as pure logic: events go in with [`Coalescer::push`], and
 //! [`Coalescer::flush`] returns what a handler should run when its window closes. The dispatcher
 //! owns the timer; this module has none, so it is tested by feeding events and flushing.
+//! Serf's agent always coalesces, with a 3 s window closed early after 1 s without events
+//! ([`SERF_COALESCE`], [`SERF_COALESCE_QUIET`]); a rumor handler coalesces only when its
+//! configuration asks (`coalesce = "serf"` for Serf's timing), so by default every event runs
+//! at once.
 //!
 //! * Member events: the coalescer keeps the *latest* event per member across kinds (a member
 //!   that joined and then failed within the window is only "failed"). A flush emits one event
@@ -15,8 +19,15 @@
 //!   them straight back.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use crate::event::{Event, MemberEventKind, MemberInfo, UserEvent};
+
+/// The window Serf's agent coalesces member and user events in: held events run at most this
+/// long after the first of them arrived.
+pub const SERF_COALESCE: Duration = Duration::from_secs(3);
+/// Serf's agent's quiescent period: held events run as soon as none arrived for this long.
+pub const SERF_COALESCE_QUIET: Duration = Duration::from_secs(1);
 
 /// Events held during one coalescing window, plus what the last flush reported per member.
 #[derive(Debug, Default)]

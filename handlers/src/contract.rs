@@ -19,9 +19,22 @@
 //! `\n`. For user events and queries stdin is the payload, with a newline added when the payload
 //! does not end with one (an empty payload stays empty), as Serf does.
 //!
-//! Environment values cannot hold NUL bytes; a NUL in a name or tag value is left out.
+//! Environment values cannot hold NUL bytes; a NUL in a name or tag value is left out (the
+//! agent refuses tag values with a NUL, so only an older member's can have one).
+//!
+//! A handler also inherits the agent's environment, less the variables that carry the agent's
+//! secrets or where they are kept ([`WITHHELD_VARIABLES`]): a handler runs whatever an event
+//! asks of it, and has no use for the control token or the cluster key.
 
 use crate::event::{Event, MemberInfo, Tags};
+
+/// The agent's own variables a handler never inherits: the control token, the file that holds
+/// it, and the gossip encryption key. A handler that needs one is given it by its `env`.
+pub const WITHHELD_VARIABLES: [&str; 3] = [
+    "RUMOR_CONTROL_TOKEN",
+    "RUMOR_CONTROL_TOKEN_FILE",
+    "RUMOR_ENCRYPT",
+];
 
 /// The node the handlers run on. Its tags can change at runtime (tag updates), so the dispatcher
 /// is told about every change.
@@ -68,10 +81,18 @@ pub fn environment(event: &Event, local: &LocalNode) -> Vec<(String, String)> {
 
 /// A tag key as it appears in `SERF_TAG_<KEY>`: upper-cased, every character outside
 /// `[A-Z0-9_]` replaced by `_` (`dc-name` → `DC_NAME`).
+///
+/// Upper-casing is per character, as Go's `strings.ToUpper` does it: a character whose upper
+/// case is several characters (`ß` → `SS`) stays itself, and so becomes one `_`, exactly as in
+/// Serf.
 pub fn tag_variable_suffix(key: &str) -> String {
-    key.to_uppercase()
-        .chars()
+    key.chars()
         .map(|c| {
+            let mut upper = c.to_uppercase();
+            let c = match (upper.next(), upper.next()) {
+                (Some(single), None) => single,
+                _ => c,
+            };
             if c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' {
                 c
             } else {
@@ -286,6 +307,9 @@ mod tests {
         assert_eq!(tag_variable_suffix("dc-name.x y"), "DC_NAME_X_Y");
         assert_eq!(tag_variable_suffix("a_1"), "A_1");
         assert_eq!(tag_variable_suffix("é"), "_");
+        // Go upper-cases one character at a time: ß has no single upper-case character.
+        assert_eq!(tag_variable_suffix("straße"), "STRA_E");
+        assert_eq!(tag_variable_suffix("ıd"), "ID");
     }
 
     #[test]

@@ -1,45 +1,59 @@
 //! The [`Dispatcher`]: hands events to the configured handlers and runs them.
 //!
 //! Each handler has its own task and its own bounded queue. Different handlers run
-//! concurrently, so a slow handler never delays another; one handler runs its events in order,
-//! one at a time. `dispatch` never blocks: when a handler's queue is full the event is dropped
+//! concurrently, so a slow handler never delays another, unless they share a serial group
+//! (`serial.rs`), whose handlers take turns as all of Serf's do; one handler runs its
+//! events in order, one at a time. `dispatch` never blocks: when a handler's queue is full the event is dropped
 //! for that handler, counted, and logged (at most once a second per handler, with the count,
 //! and again after the handler's next run). Handlers with a coalescing window hold member
 //! events and coalescable user events for that window and run what [`Coalescer::flush`] makes
 //! of them.
 //!
-//! Queries: [`Dispatcher::dispatch_query`] returns one receiver per handler that will run the
-//! query ([`QueryRuns`]); [`QueryRuns::answer`] waits for them and gives the stdout of the
-//! first to exit 0, which is this node's answer.
+//! Each run goes to the handler's [`Runtime`] (made once from its [`RuntimeConfig`] when the
+//! handler starts), which stops it at the handler's timeout; what a runtime does is its own
+//! business ([`crate::runtime`]). Around the runs the dispatcher keeps each handler's counters
+//! ([`crate::status`]) and the user events it ran ([`crate::handled_events`]). A run that
+//! could not start ([`RunResult::started`] false) is tried again with a backoff for as long as
+//! the handler's timeout, counted each time, and never recorded as handled. Queries:
+//! [`Dispatcher::dispatch_query`] returns one receiver per handler that will run the query
+//! ([`QueryRuns`], which gives this node's answer).
+//!
+//! [`RuntimeConfig`]: crate::RuntimeConfig
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::future::poll_fn;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::coalesce::Coalescer;
 use crate::config::{ConfigError, HandlerConfig, validate_all};
-use crate::contract::{self, LocalNode};
-use crate::event::{Event, QueryEvent, UserEvent};
-use crate::shell::{self, Invocation, RunResult};
+use crate::contract::LocalNode;
+use crate::event::{Event, QueryEvent};
+use crate::handled_events::{HandledEvents, HandledRun, HandlerHistory, NewRuns};
+use crate::lock;
+use crate::members::Members;
+use crate::query_runs::QueryRuns;
+use crate::runtime::RuntimeContext;
+use crate::runtime::{Run, RunResult, Runtime, Start};
+use crate::serial::SerialGroups;
+use crate::status::{HandlerStatus, Stats};
+use crate::template::TemplateGroups;
 
 /// Events a handler may have waiting before new ones are dropped.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 
-/// How often, at most, a handler's dropped events are logged while its queue stays full.
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
-
 /// How much of stdout/stderr goes into one log line.
 const LOG_TAIL: usize = 2048;
 
+/// The first wait before a run that could not start is tried again.
+pub const START_RETRY_FIRST: Duration = Duration::from_millis(50);
+/// The longest wait between two attempts at starting a run.
+pub const START_RETRY_MOST: Duration = Duration::from_secs(5);
+
 /// Runs the configured handlers for the events it is given. Cheap to clone; clones share the
-/// handlers. Each handler is a task on the runtime given to [`Dispatcher::on`] (the one it is
+/// handlers. Each handler is a task on the Tokio runtime given to [`Dispatcher::on`] (the one it is
 /// created in, for [`Dispatcher::new`]); the dispatcher itself can be used from anywhere.
 ///
 /// Dropping every clone closes the queues: each handler task still runs what was queued, then
@@ -50,182 +64,55 @@ pub struct Dispatcher {
 }
 
 struct Inner {
-    /// Where the handlers' tasks run.
-    runtime: tokio::runtime::Handle,
+    /// The Tokio runtime the handlers' tasks run on.
+    tasks: tokio::runtime::Handle,
     handlers: Mutex<Vec<Handler>>,
     /// The user events run since the record last took them ([`Dispatcher::take_handled`]).
     new_runs: Arc<NewRuns>,
     local: watch::Sender<LocalNode>,
+    /// The member list, for runtimes that render cluster state; `None` until the agent
+    /// publishes one.
+    members: watch::Sender<Option<Members>>,
+    node: watch::Sender<Option<Arc<dyn crate::node_control::NodeControl>>>,
+    /// Templates that share a reload command.
+    templates: Arc<TemplateGroups>,
     queue_capacity: usize,
+    /// The turns of the handlers' serial groups.
+    groups: Arc<SerialGroups>,
 }
 
 /// The dispatcher's side of one handler: its queue and what it shares with its task.
 struct Handler {
     shared: Arc<Shared>,
     queue: mpsc::Sender<Job>,
+    runtime: Arc<dyn Runtime>,
 }
 
 /// What a handler's task and the dispatcher both see.
 struct Shared {
     config: Mutex<Arc<HandlerConfig>>,
     stats: Mutex<Stats>,
-    /// The user events this handler has run, for the next restart.
-    handled: Mutex<Option<HandledEvents>>,
-    /// What it had run before this process started: events the cluster delivers again that
-    /// are in it are skipped. Fixed at start: while running, the cluster itself delivers each
-    /// event once.
-    restored: Mutex<Option<HandledEvents>>,
+    /// The user events it ran, and those it ran before the restart.
+    history: HandlerHistory,
 }
 
-/// A user event a handler ran: one line of the agent's record, appended as it happens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HandledRun {
-    pub handler: String,
-    pub ltime: u64,
-    pub origin: String,
-    pub name: String,
-    /// The handler had no record before this run (added or replaced by a reload since the
-    /// agent started): its record starts here, with nothing before it counted as run. A
-    /// replaced handler's name may still carry its predecessor's mark in the file.
-    pub first: bool,
+/// What a handler's task is asked to do, in queue order.
+enum Job {
+    /// Run an event; for queries, send the result to `reply`.
+    Run {
+        event: Event,
+        reply: Option<oneshot::Sender<RunResult>>,
+    },
+    /// Run what coalescing holds now, without waiting for the window to close.
+    Flush,
 }
 
-/// Runs not yet taken by the record, and the signal that there are some (they wait until
-/// taken: a dispatcher whose runs nobody takes keeps them, about 100 bytes each). Handing over
-/// each run keeps the record's cost per run constant; copying every handler's whole set (up to
-/// [`HANDLED_WINDOW`] events each) after each run made it grow with the window.
-#[derive(Default)]
-struct NewRuns {
-    runs: Mutex<Vec<HandledRun>>,
-    changed: tokio::sync::Notify,
-}
-
-/// How many Lamport times of handled events are remembered: the same window the cluster
-/// deduplicates user events over (older events never reach a handler again anyway).
-pub const HANDLED_WINDOW: u64 = 256;
-
-/// The user events a handler has run recently, so that after a restart — when the cluster
-/// delivers again what peers still hold — nothing runs twice and nothing that never ran is
-/// skipped. An event is known by (Lamport time, origin, name): an origin stamps each of its
-/// events with a new time. Delivery is not in Lamport order (an event can be in flight when a
-/// node stops), so a single "newest time" would skip events; the set does not.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HandledEvents {
-    /// Everything stamped before this counts as handled (for a handler added since the last
-    /// run: it does not run the cluster's history).
-    #[serde(default)]
-    pub before: u64,
-    /// (Lamport time, origin, name) of the events run, within the window.
-    #[serde(default)]
-    pub events: BTreeSet<(u64, String, String)>,
-}
-
-impl HandledEvents {
-    /// Everything stamped before `ltime` counts as handled.
-    pub fn before(ltime: u64) -> HandledEvents {
-        HandledEvents {
-            before: ltime,
-            events: BTreeSet::new(),
-        }
-    }
-
-    fn newest(&self) -> Option<u64> {
-        self.events.last().map(|(ltime, _, _)| *ltime)
-    }
-
-    /// Whether `event` ran already (or is too old to be told apart).
-    pub fn covers(&self, event: &UserEvent) -> bool {
-        event.ltime < self.before
-            || self
-                .newest()
-                .is_some_and(|n| event.ltime + HANDLED_WINDOW <= n)
-            || self
-                .events
-                .contains(&(event.ltime, event.origin.clone(), event.name.clone()))
-    }
-
-    fn record(&mut self, event: &UserEvent) {
-        self.insert(event.ltime, event.origin.clone(), event.name.clone());
-    }
-
-    /// Adds the event known by (Lamport time, origin, name) and forgets those that fell out of
-    /// the window (for a record read back from disk).
-    pub fn insert(&mut self, ltime: u64, origin: String, name: String) {
-        self.events.insert((ltime, origin, name));
-        // Ordered by Lamport time: what fell out of the window is at the front.
-        let Some(newest) = self.newest() else { return };
-        while self
-            .events
-            .first()
-            .is_some_and(|(ltime, _, _)| ltime + HANDLED_WINDOW <= newest)
-        {
-            self.events.pop_first();
-        }
-    }
-}
-
-#[derive(Default)]
-struct Stats {
-    runs: u64,
-    failures: u64,
-    timeouts: u64,
-    dropped: u64,
-    /// Dropped since the last log line about drops.
-    unlogged_drops: u64,
-    last_drop_log: Option<Instant>,
-    running: bool,
-    last: Option<LastRun>,
-}
-
-/// One queued run: an event, and for queries where to send the result.
-struct Job {
-    event: Event,
-    reply: Option<oneshot::Sender<RunResult>>,
-}
-
-/// One handler as `rumor info` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HandlerStatus {
-    pub name: String,
-    /// The filter as text, e.g. `member-join,member-leave`.
-    pub filter: String,
-    pub command: String,
-    /// Runs finished.
-    pub runs: u64,
-    /// Runs that did not exit 0 (timeouts included).
-    pub failures: u64,
-    pub timeouts: u64,
-    /// Events dropped because the queue was full.
-    pub dropped: u64,
-    /// Events waiting in the queue.
-    pub queued: usize,
-    /// A run is in progress.
-    pub running: bool,
-    pub last: Option<LastRun>,
-}
-
-/// How a handler's last run ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastRun {
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub timed_out: bool,
-    pub duration_ms: u64,
-    /// When it ended, in milliseconds since the Unix epoch.
-    pub finished_at_unix_ms: u64,
-}
-
-impl LastRun {
-    fn of(result: &RunResult) -> LastRun {
-        LastRun {
-            exit_code: result.exit_code,
-            signal: result.signal,
-            timed_out: result.timed_out,
-            duration_ms: result.duration.as_millis() as u64,
-            finished_at_unix_ms: result
-                .finished_at()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+impl Job {
+    /// The job in a few words for a log line.
+    fn describe(&self) -> String {
+        match self {
+            Job::Run { event, .. } => describe(event),
+            Job::Flush => "the events coalescing holds".to_string(),
         }
     }
 }
@@ -237,8 +124,9 @@ impl Dispatcher {
         Dispatcher::on(tokio::runtime::Handle::current(), local, handlers)
     }
 
-    /// Starts the handlers on `runtime` (a [`HandlerThread`](crate::HandlerThread)'s, in the
-    /// agent), each with a queue of [`DEFAULT_QUEUE_CAPACITY`] events.
+    /// Starts the handlers on the Tokio runtime `runtime` (a
+    /// [`HandlerThread`](crate::HandlerThread)'s, in the agent), each with a queue of
+    /// [`DEFAULT_QUEUE_CAPACITY`] events.
     pub fn on(
         runtime: tokio::runtime::Handle,
         local: LocalNode,
@@ -247,7 +135,7 @@ impl Dispatcher {
         Dispatcher::build(runtime, local, handlers, DEFAULT_QUEUE_CAPACITY)
     }
 
-    /// Starts the handlers on the current runtime, each with a queue of `capacity` events (at
+    /// Starts the handlers on the current Tokio runtime, each with a queue of `capacity` events (at
     /// least 1).
     pub fn with_queue_capacity(
         local: LocalNode,
@@ -266,11 +154,15 @@ impl Dispatcher {
         validate_all(&handlers)?;
         let dispatcher = Dispatcher {
             inner: Arc::new(Inner {
-                runtime,
+                tasks: runtime,
                 handlers: Mutex::new(Vec::new()),
                 new_runs: Arc::default(),
                 local: watch::Sender::new(local),
+                members: watch::Sender::new(None),
+                node: watch::Sender::new(None),
+                templates: Arc::default(),
                 queue_capacity: capacity.max(1),
+                groups: Arc::default(),
             }),
         };
         let started = handlers.into_iter().map(|c| dispatcher.start(c)).collect();
@@ -284,15 +176,13 @@ impl Dispatcher {
         for handler in lock(&self.inner.handlers).iter() {
             let config = handler.shared.config();
             if let Event::User(user) = &event
-                && lock(&handler.shared.restored)
-                    .as_ref()
-                    .is_some_and(|mark| mark.covers(user))
+                && handler.shared.history.skips(user)
             {
                 tracing::debug!(handler = %config.name, event = %user.name, ltime = user.ltime, "already handled before the restart: skipped");
                 continue;
             }
             if let Some(event) = config.select(&event) {
-                handler.enqueue(&config, Job { event, reply: None });
+                handler.enqueue(&config, Job::Run { event, reply: None });
             }
         }
     }
@@ -307,7 +197,7 @@ impl Dispatcher {
             let config = handler.shared.config();
             if let Some(event) = config.select(&event) {
                 let (reply, result) = oneshot::channel();
-                let job = Job {
+                let job = Job::Run {
                     event,
                     reply: Some(reply),
                 };
@@ -316,14 +206,14 @@ impl Dispatcher {
                 }
             }
         }
-        QueryRuns { runs }
+        QueryRuns::new(runs)
     }
 
     /// Replaces the handler set without losing queued events. A handler whose name and
-    /// command are unchanged keeps its task and queue, and its runs from now on use the new
-    /// settings (filter, tags, timeout, coalescing, env). A handler no longer in the set (or
-    /// whose command changed) runs what it has queued and stops. New handlers start. On an
-    /// invalid set nothing changes.
+    /// runtime (a shell handler's command) are unchanged keeps its task, queue and runtime, and
+    /// its runs from now on use the new settings (filter, tags, timeout, coalescing, env). A
+    /// handler no longer in the set (or whose runtime changed) runs what it has queued and
+    /// stops. New handlers start. On an invalid set nothing changes.
     pub fn reload(&self, handlers: Vec<HandlerConfig>) -> Result<(), ConfigError> {
         validate_all(&handlers)?;
         let mut current = lock(&self.inner.handlers);
@@ -333,7 +223,7 @@ impl Dispatcher {
                 .iter()
                 .position(|h| {
                     let c = h.shared.config();
-                    c.name == config.name && c.command == config.command
+                    c.name == config.name && c.runtime == config.runtime
                 })
                 .map(|i| old.remove(i));
             match kept {
@@ -342,7 +232,7 @@ impl Dispatcher {
                     current.push(handler);
                 }
                 None => {
-                    tracing::info!(handler = %config.name, command = %config.command, "handler added");
+                    tracing::info!(handler = %config.name, command = %config.runtime, "handler added");
                     current.push(self.start(config));
                 }
             }
@@ -369,28 +259,30 @@ impl Dispatcher {
                 HandlerStatus {
                     name: config.name.clone(),
                     filter: config.filter.to_string(),
-                    command: config.command.clone(),
+                    command: config.runtime.to_string(),
                     runs: stats.runs,
                     failures: stats.failures,
                     timeouts: stats.timeouts,
                     dropped: stats.dropped,
+                    start_failures: stats.start_failures,
                     queued: handler.queued(),
                     running: stats.running,
                     last: stats.last.clone(),
+                    runtime: handler.runtime.details(),
                 }
             })
             .collect()
     }
 
-    /// Tells the handlers about the local node's new name or tags (`SERF_SELF_*`,
     /// Waits until no handler is running or has events queued, at most `limit` (so a final
     /// record of what ran is complete at shutdown). Returns whether they went idle.
     pub async fn wait_idle(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
-            let busy = lock(&self.inner.handlers)
-                .iter()
-                .any(|h| h.queued() > 0 || lock(&h.shared.stats).running);
+            let busy = lock(&self.inner.handlers).iter().any(|h| {
+                let stats = lock(&h.shared.stats);
+                h.queued() > 0 || stats.running || stats.waiting_turn
+            });
             if !busy {
                 return true;
             }
@@ -404,18 +296,12 @@ impl Dispatcher {
     /// Waits until handlers have run user events the caller has not taken yet, and takes them
     /// (so the caller can persist them at once: a crash right after a run must not lose it).
     pub async fn handled_runs(&self) -> Vec<HandledRun> {
-        loop {
-            let runs = self.take_handled();
-            if !runs.is_empty() {
-                return runs;
-            }
-            self.inner.new_runs.changed.notified().await;
-        }
+        self.inner.new_runs.next().await
     }
 
     /// Takes the runs [`Dispatcher::handled_runs`] has not returned yet, without waiting.
     pub fn take_handled(&self) -> Vec<HandledRun> {
-        std::mem::take(&mut *lock(&self.inner.new_runs.runs))
+        self.inner.new_runs.take()
     }
 
     /// Handlers with a record plus the events they remember: the lines [`Dispatcher::handled`]
@@ -423,7 +309,7 @@ impl Dispatcher {
     pub fn handled_size(&self) -> usize {
         lock(&self.inner.handlers)
             .iter()
-            .filter_map(|h| lock(&h.shared.handled).as_ref().map(|m| 1 + m.events.len()))
+            .map(|h| h.shared.history.size())
             .sum()
     }
 
@@ -433,7 +319,7 @@ impl Dispatcher {
         lock(&self.inner.handlers)
             .iter()
             .filter_map(|h| {
-                let mark = lock(&h.shared.handled).clone()?;
+                let mark = h.shared.history.record()?;
                 Some((h.shared.config().name.clone(), mark))
             })
             .collect()
@@ -449,32 +335,78 @@ impl Dispatcher {
     ) {
         for h in lock(&self.inner.handlers).iter() {
             let name = h.shared.config().name.clone();
-            let mark = marks.remove(&name).or_else(|| default.clone());
-            *lock(&h.shared.handled) = mark.clone();
-            *lock(&h.shared.restored) = mark;
+            h.shared
+                .history
+                .restore(marks.remove(&name).or_else(|| default.clone()));
         }
     }
 
+    /// Tells the handlers about the local node's new name or tags (`SERF_SELF_*`,
     /// `SERF_TAG_*`); runs that start from now on see them.
     pub fn set_local(&self, local: LocalNode) {
         self.inner.local.send_replace(local);
     }
 
+    /// Has every handler run what its coalescing window holds now, rather than when the
+    /// window closes (a stopping agent calls it before [`Dispatcher::wait_idle`], so the local
+    /// node's own `member-leave` runs before the process ends, as in Serf). Never blocks; a
+    /// handler whose queue is full runs what it holds when the queue closes.
+    pub fn flush_held(&self) {
+        for handler in lock(&self.inner.handlers).iter() {
+            // Full: the events ahead of it run first, and the held ones when the queue closes.
+            let _ = handler.queue.try_send(Job::Flush);
+        }
+    }
+
+    /// Publishes the cluster's member list (every member, the local one included) to the
+    /// runtimes that render it; a list equal to the current one changes nothing.
+    pub fn set_members(&self, members: Members) {
+        self.inner.members.send_if_modified(|current| {
+            if current.as_ref().is_some_and(|c| *c == members) {
+                return false;
+            }
+            *current = Some(members);
+            true
+        });
+    }
+
+    /// Hands the runtimes that change their node (a docker deploy's tags) what they may do;
+    /// they wait for it, so it may come after the handlers started.
+    pub fn set_node_control(&self, node: Arc<dyn crate::node_control::NodeControl>) {
+        self.inner.node.send_replace(Some(node));
+    }
+
     fn start(&self, config: HandlerConfig) -> Handler {
         let (queue, jobs) = mpsc::channel(self.inner.queue_capacity);
+        let runtime = config.runtime.runtime(
+            &config.name,
+            &RuntimeContext {
+                members: self.inner.members.subscribe(),
+                local: self.inner.local.subscribe(),
+                groups: self.inner.templates.clone(),
+                node: self.inner.node.subscribe(),
+            },
+        );
         let shared = Arc::new(Shared {
             config: Mutex::new(Arc::new(config)),
             stats: Mutex::new(Stats::default()),
-            handled: Mutex::new(None),
-            restored: Mutex::new(None),
+            history: HandlerHistory::default(),
         });
-        self.inner.runtime.spawn(handler_task(
+        self.inner.tasks.spawn(handler_task(
             jobs,
-            shared.clone(),
-            self.inner.local.subscribe(),
-            self.inner.new_runs.clone(),
+            HandlerRuns {
+                shared: shared.clone(),
+                runtime: runtime.clone(),
+                local: self.inner.local.subscribe(),
+                new_runs: self.inner.new_runs.clone(),
+                groups: self.inner.groups.clone(),
+            },
         ));
-        Handler { shared, queue }
+        Handler {
+            shared,
+            queue,
+            runtime,
+        }
     }
 }
 
@@ -485,24 +417,15 @@ impl Handler {
             Ok(()) => true,
             Err(TrySendError::Full(job)) => {
                 let mut stats = lock(&self.shared.stats);
-                stats.dropped += 1;
-                stats.unlogged_drops += 1;
-                let now = Instant::now();
-                if stats
-                    .last_drop_log
-                    .is_none_or(|at| now.duration_since(at) >= DROP_LOG_INTERVAL)
-                {
-                    stats.last_drop_log = Some(now);
+                if let Some(dropped) = stats.dropped(Instant::now()) {
                     tracing::warn!(
                         handler = %config.name,
-                        event = %describe(&job.event),
-                        dropped = stats.unlogged_drops,
+                        event = %job.describe(),
+                        dropped,
                         dropped_total = stats.dropped,
                         capacity = self.queue.max_capacity(),
-                        "handler queue full: dropped {} event(s); the handler is not keeping up",
-                        stats.unlogged_drops
+                        "handler queue full: dropped {dropped} event(s); the handler is not keeping up",
                     );
-                    stats.unlogged_drops = 0;
                 }
                 false
             }
@@ -510,7 +433,7 @@ impl Handler {
                 // Only if the task ended early, which it does not do while the sender lives.
                 tracing::error!(
                     handler = %config.name,
-                    event = %describe(&job.event),
+                    event = %job.describe(),
                     "handler task is gone; event not run"
                 );
                 lock(&self.shared.stats).dropped += 1;
@@ -529,78 +452,94 @@ impl Shared {
         lock(&self.config).clone()
     }
 
-    fn record(&self, result: &RunResult) {
-        let mut stats = lock(&self.stats);
-        stats.running = false;
-        stats.runs += 1;
-        if !result.success() {
-            stats.failures += 1;
-        }
-        if result.timed_out {
-            stats.timeouts += 1;
-        }
-        stats.last = Some(LastRun::of(result));
-    }
-
     /// Logs drops not logged yet (the queue has room again after a run).
     fn log_unlogged_drops(&self, name: &str) {
         let mut stats = lock(&self.stats);
-        if stats.unlogged_drops > 0 {
+        if let Some(dropped) = stats.unlogged_drops(Instant::now()) {
             tracing::warn!(
                 handler = %name,
-                dropped = stats.unlogged_drops,
+                dropped,
                 dropped_total = stats.dropped,
-                "handler queue was full: dropped {} more event(s)",
-                stats.unlogged_drops
+                "handler queue was full: dropped {dropped} more event(s)",
             );
-            stats.unlogged_drops = 0;
-            stats.last_drop_log = Some(Instant::now());
         }
     }
 }
 
-/// One handler's loop: takes jobs in order, holds coalescable events for the window, runs one
-/// at a time. Ends when the queue is closed and drained, after running what is still held.
-async fn handler_task(
-    mut jobs: mpsc::Receiver<Job>,
+/// What a handler's task runs its events with.
+struct HandlerRuns {
     shared: Arc<Shared>,
+    runtime: Arc<dyn Runtime>,
     local: watch::Receiver<LocalNode>,
     new_runs: Arc<NewRuns>,
-) {
+    groups: Arc<SerialGroups>,
+}
+
+/// One handler's loop: takes jobs in order, holds coalescable events for the window, runs one
+/// at a time. Ends when the queue is closed and drained, after running what is still held.
+async fn handler_task(mut jobs: mpsc::Receiver<Job>, handler: HandlerRuns) {
+    handler.run_start().await;
     let mut coalescer = Coalescer::new();
-    let mut window_end: Option<tokio::time::Instant> = None;
+    let mut window = Window::default();
     loop {
-        let config = shared.config();
+        let config = handler.shared.config();
         if config.coalesce.is_none() && !coalescer.is_empty() {
             // Coalescing was switched off by a reload: run what was held.
-            window_end = None;
-            for event in coalescer.flush() {
-                run(&shared, &local, &new_runs, event, None).await;
-            }
+            window = Window::default();
+            handler.run_held(&mut coalescer).await;
         }
+        let due = window.due();
         let job = tokio::select! {
             job = jobs.recv() => job,
-            _ = sleep_until(window_end), if window_end.is_some() => {
-                window_end = None;
-                for event in coalescer.flush() {
-                    run(&shared, &local, &new_runs, event, None).await;
-                }
+            _ = sleep_until(due), if due.is_some() => {
+                window = Window::default();
+                handler.run_held(&mut coalescer).await;
                 continue;
             }
         };
         let Some(job) = job else { break };
-        match (config.coalesce, job.reply) {
-            (Some(window), None) => match coalescer.push(job.event) {
-                Some(event) => run(&shared, &local, &new_runs, event, None).await,
-                None => {
-                    window_end.get_or_insert_with(|| tokio::time::Instant::now() + window);
+        match job {
+            Job::Flush => {
+                window = Window::default();
+                handler.run_held(&mut coalescer).await;
+            }
+            Job::Run { event, reply: None } if config.coalesce.is_some() => {
+                match coalescer.push(event) {
+                    Some(event) => handler.run(event, None).await,
+                    None => window.held(&config, tokio::time::Instant::now()),
                 }
-            },
-            (_, reply) => run(&shared, &local, &new_runs, job.event, reply).await,
+            }
+            Job::Run { event, reply } => handler.run(event, reply).await,
         }
     }
-    for event in coalescer.flush() {
-        run(&shared, &local, &new_runs, event, None).await;
+    handler.run_held(&mut coalescer).await;
+}
+
+/// When the coalescing window that holds events closes: at the end of the window that opened
+/// with the first held event, or earlier once no event came for the quiet period (Serf's
+/// "quiescent period"), if the handler has one.
+#[derive(Debug, Default)]
+struct Window {
+    end: Option<tokio::time::Instant>,
+    quiet_end: Option<tokio::time::Instant>,
+}
+
+impl Window {
+    /// An event was held at `now`: opens the window if it was closed, restarts the quiet period.
+    fn held(&mut self, config: &HandlerConfig, now: tokio::time::Instant) {
+        if let Some(length) = config.coalesce {
+            self.end.get_or_insert(now + length);
+        }
+        self.quiet_end = config.coalesce_quiet.map(|quiet| now + quiet);
+    }
+
+    /// When held events are to run; `None` while nothing is held.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        match (self.end, self.quiet_end) {
+            (Some(end), Some(quiet)) => Some(end.min(quiet)),
+            (end, None) => end,
+            (None, quiet) => quiet,
+        }
     }
 }
 
@@ -611,68 +550,133 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Runs one event through the handler's command, records and logs the result, and sends it to
-/// the query's waiter if there is one.
-async fn run(
-    shared: &Shared,
-    local: &watch::Receiver<LocalNode>,
-    new_runs: &NewRuns,
-    event: Event,
-    reply: Option<oneshot::Sender<RunResult>>,
-) {
-    let config = shared.config();
-    let mut env = contract::environment(&event, &local.borrow());
-    env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let invocation = Invocation {
-        command: config.command.clone(),
-        env,
-        stdin: contract::stdin(&event),
-        timeout: config.timeout,
-    };
-    lock(&shared.stats).running = true;
-    let result = shell::run(invocation).await;
-    shared.record(&result);
-    if let Event::User(user) = &event {
-        // Ran (whatever its exit code): a restart must not run it again.
-        let first = {
-            let mut handled = lock(&shared.handled);
-            let first = handled.is_none();
-            handled
-                .get_or_insert_with(HandledEvents::default)
-                .record(user);
-            first
+impl HandlerRuns {
+    /// Runs what the coalescer holds, in the order its flush gives.
+    async fn run_held(&self, coalescer: &mut Coalescer) {
+        for event in coalescer.flush() {
+            self.run(event, None).await;
+        }
+    }
+
+    /// The runtime's run at the handler's start, if it has one; counted and logged like any.
+    async fn run_start(&self) {
+        let config = self.shared.config();
+        let Some(work) = self.runtime.start(&Start {
+            handler: &config.name,
+            local: &self.local.borrow(),
+            env: &config.env,
+            timeout: config.timeout,
+        }) else {
+            return;
         };
-        lock(&new_runs.runs).push(HandledRun {
-            handler: config.name.clone(),
-            ltime: user.ltime,
-            origin: user.origin.clone(),
-            name: user.name.clone(),
-            first,
-        });
-        new_runs.changed.notify_one();
+        lock(&self.shared.stats).running = true;
+        let result = work.await;
+        lock(&self.shared.stats).finished(&result);
+        log_result(&config, "start", &result);
     }
-    log_result(&config, &event, &result);
-    if let Some(reply) = reply {
-        // The waiter may have given up; that is fine.
-        let _ = reply.send(result);
+
+    /// Runs one event on the handler's runtime (again, while it cannot start: see
+    /// [`HandlerRuns::attempt`]), records and logs the result, and sends it to the query's
+    /// waiter if there is one.
+    async fn run(&self, event: Event, reply: Option<oneshot::Sender<RunResult>>) {
+        // A handler in a serial group waits for the group's turn, and holds it for the run.
+        let group = self.shared.config().serial_group.clone();
+        let turn = group.as_deref().map(|g| self.groups.turn(g));
+        let _turn = match &turn {
+            Some(turn) => {
+                lock(&self.shared.stats).waiting_turn = true;
+                let guard = turn.lock().await;
+                lock(&self.shared.stats).waiting_turn = false;
+                Some(guard)
+            }
+            None => None,
+        };
+        let (config, result) = self.attempt(&event).await;
+        lock(&self.shared.stats).finished(&result);
+        if let Event::User(user) = &event
+            && result.started
+        {
+            // Ran (whatever its exit code): a restart must not run it again.
+            let first = self.shared.history.ran(user);
+            self.new_runs.push(HandledRun {
+                handler: config.name.clone(),
+                ltime: user.ltime,
+                origin: user.origin.clone(),
+                name: user.name.clone(),
+                first,
+            });
+        }
+        if result.started {
+            log_result(&config, &describe(&event), &result);
+        }
+        if let Some(reply) = reply {
+            // The waiter may have given up; that is fine.
+            let _ = reply.send(result);
+        }
+        self.shared.log_unlogged_drops(&config.name);
     }
-    shared.log_unlogged_drops(&config.name);
 }
 
-fn log_result(config: &HandlerConfig, event: &Event, result: &RunResult) {
-    let event = describe(event);
+impl HandlerRuns {
+    /// Starts the run, and starts it again while it cannot start — nothing ran, typically for
+    /// want of a free file descriptor or process slot, which a moment later are there again —
+    /// with a backoff from [`START_RETRY_FIRST`] doubling to [`START_RETRY_MOST`], for as long
+    /// as the handler's timeout. Each failed start is counted; the first is logged, and how it
+    /// ended. Returns the handler's settings the last attempt used, and its result.
+    async fn attempt(&self, event: &Event) -> (Arc<HandlerConfig>, RunResult) {
+        let first = Instant::now();
+        let mut backoff = START_RETRY_FIRST;
+        let mut failures = 0u32;
+        loop {
+            let config = self.shared.config();
+            // The local node is read once, as the run starts; the runtime takes what it needs
+            // of it before the first await.
+            let work = self.runtime.run(&Run {
+                handler: &config.name,
+                event,
+                local: &self.local.borrow(),
+                env: &config.env,
+                timeout: config.timeout,
+            });
+            lock(&self.shared.stats).running = true;
+            let result = work.await;
+            if result.started {
+                if failures > 0 {
+                    tracing::warn!(handler = %config.name, event = %describe(event), attempts = failures + 1, "handler started after {failures} failed attempt(s)");
+                }
+                return (config, result);
+            }
+            failures += 1;
+            lock(&self.shared.stats).start_failures += 1;
+            let error = result.error.as_deref().unwrap_or("unknown reason");
+            if first.elapsed() + backoff > config.timeout {
+                tracing::error!(handler = %config.name, event = %describe(event), attempts = failures, "handler could not start ({error}) within its timeout of {:?}; gave up: the event is not recorded as handled, so it runs again after a restart", config.timeout);
+                return (config, result);
+            }
+            if failures == 1 {
+                tracing::warn!(handler = %config.name, event = %describe(event), "handler could not start ({error}); trying again for up to {:?}", config.timeout);
+            } else {
+                tracing::debug!(handler = %config.name, event = %describe(event), attempts = failures, "handler could not start ({error}); trying again in {backoff:?}");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(START_RETRY_MOST);
+        }
+    }
+}
+
+fn log_result(config: &HandlerConfig, event: &str, result: &RunResult) {
     let duration_ms = result.duration.as_millis() as u64;
     tracing::debug!(
         handler = %config.name,
         %event,
         duration_ms,
-        exit_code = ?result.exit_code,
+        exit_code = result.exit_code,
         truncated = result.truncated,
         stdout = %result.stdout_tail(LOG_TAIL),
         stderr = %result.stderr_tail(LOG_TAIL),
         "handler ran: {result}"
     );
-    if result.timed_out {
+    if result.timed_out && result.error.is_none() {
         tracing::warn!(
             handler = %config.name,
             %event,
@@ -685,9 +689,9 @@ fn log_result(config: &HandlerConfig, event: &Event, result: &RunResult) {
         tracing::warn!(
             handler = %config.name,
             %event,
-            command = %config.command,
-            exit_code = ?result.exit_code,
-            signal = ?result.signal,
+            command = %config.runtime,
+            exit_code = result.exit_code,
+            signal = result.signal,
             duration_ms,
             stderr = %result.stderr_tail(LOG_TAIL),
             "handler failed: {result}"
@@ -705,75 +709,4 @@ fn describe(event: &Event) -> String {
         Event::User(user) => format!("user:{} (ltime {})", user.name, user.ltime),
         Event::Query(query) => format!("query:{} (ltime {})", query.name, query.ltime),
     }
-}
-
-/// The runs a query was queued for, one per handler that selected it.
-#[derive(Debug)]
-pub struct QueryRuns {
-    runs: Vec<(String, oneshot::Receiver<RunResult>)>,
-}
-
-impl QueryRuns {
-    /// No handler will run the query: this node has no answer to give.
-    pub fn is_empty(&self) -> bool {
-        self.runs.is_empty()
-    }
-
-    /// How many handlers will run the query.
-    pub fn len(&self) -> usize {
-        self.runs.len()
-    }
-
-    /// The names of the handlers that will run the query.
-    pub fn handlers(&self) -> impl Iterator<Item = &str> {
-        self.runs.iter().map(|(name, _)| name.as_str())
-    }
-
-    /// This node's answer: the stdout of the first run (in the order they finish) that exits
-    /// 0, possibly empty. `None` when no handler ran the query or none exited 0. Waits at
-    /// most as long as the handlers' timeouts; wrap it in `tokio::time::timeout` for the
-    /// query's deadline.
-    pub async fn answer(self) -> Option<Vec<u8>> {
-        self.first_success().await.map(|(_, result)| result.stdout)
-    }
-
-    /// The first run (in the order they finish) that exits 0, with its handler's name.
-    pub async fn first_success(self) -> Option<(String, RunResult)> {
-        let mut pending = self.runs;
-        poll_fn(|cx| {
-            let mut i = 0;
-            while i < pending.len() {
-                match Pin::new(&mut pending[i].1).poll(cx) {
-                    Poll::Ready(Ok(result)) if result.success() => {
-                        let (name, _) = pending.swap_remove(i);
-                        return Poll::Ready(Some((name, result)));
-                    }
-                    // Failed, or dropped (queue full, agent shutting down): no answer from it.
-                    Poll::Ready(_) => {
-                        pending.swap_remove(i);
-                    }
-                    Poll::Pending => i += 1,
-                }
-            }
-            if pending.is_empty() {
-                Poll::Ready(None)
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
-    }
-
-    /// The receivers themselves, for a caller that wants every result.
-    pub fn into_receivers(self) -> Vec<(String, oneshot::Receiver<RunResult>)> {
-        self.runs
-    }
-}
-
-/// Locks a mutex, ignoring poisoning: the data behind these locks stays consistent even if a
-/// holder panicked (plain counters and replaced values).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -1,20 +1,25 @@
-//! Runs one shell handler invocation: `/bin/sh -c COMMAND` with the contract's environment and
-//! stdin, bounded output capture, and a timeout that kills the whole process group.
+//! The shell runtime: one handler run is `/bin/sh -c COMMAND` with the contract's environment
+//! and stdin, bounded output capture, and a timeout that kills the whole process group.
 //!
 //! * The command runs in a process group of its own, so a timeout kills the shell and every
 //!   process it started (a `sleep 100 &` included) with one `killpg(SIGKILL)`.
 //! * stdin is written by its own future and then closed. A handler that never reads stdin is
 //!   fine: the broken pipe is ignored.
 //! * stdout and stderr are drained continuously into buffers that keep the last
-//!   [`OUTPUT_LIMIT`] bytes each, so a handler that writes 100 MB costs 64 KiB per stream.
+//!   [`OUTPUT_LIMIT`] bytes each ([`TailBuffer`]), so a handler that writes 100 MB costs 64 KiB
+//!   per stream.
 //! * When the shell exits while something it started in the background still holds stdout or
 //!   stderr open, the pipes get [`PIPE_GRACE`] to reach end-of-file, then the run is over and the
 //!   pipes are closed; the background process is not killed (a handler may start a daemon on
 //!   purpose), but it gets `SIGPIPE` if it writes to them later.
 //! * A command that cannot be found is not special: `sh` prints "not found" and exits 127, and
 //!   the run is a failure like any other.
+//! * The shell is started from the thread the run is on, and inherits its priority: the agent
+//!   runs its handlers on a [`HandlerThread`](crate::HandlerThread) it put at the handlers'
+//!   priority, so a shell starts without a thread of its own.
+//!
+//! [`Shell`] is this as a [`Runtime`]; [`run`] is one invocation on its own.
 
-use std::fmt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,8 +27,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-/// How many bytes of stdout, and of stderr, a run keeps (the last ones).
-pub const OUTPUT_LIMIT: usize = 64 * 1024;
+use crate::contract;
+use crate::output::{OUTPUT_LIMIT, TailBuffer};
+use crate::runtime::{Run, RunFuture, RunResult, Runtime};
 
 /// How long the pipes may stay open after the shell exited (or was killed) before the run stops
 /// reading them.
@@ -37,7 +43,8 @@ const SHELL: &str = "/bin/sh";
 pub struct Invocation {
     /// Passed to `/bin/sh -c` as one argument.
     pub command: String,
-    /// Added to the agent's inherited environment, later entries winning.
+    /// Added to the agent's inherited environment (less its secrets,
+    /// [`contract::WITHHELD_VARIABLES`]), later entries winning.
     pub env: Vec<(String, String)>,
     /// Written to stdin, which is then closed.
     pub stdin: Vec<u8>,
@@ -45,107 +52,68 @@ pub struct Invocation {
     pub timeout: Duration,
 }
 
-/// The outcome of one run.
+/// A shell handler: runs its command for each event, under Serf's contract
+/// ([`crate::contract`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunResult {
-    /// The exit code, when the shell exited normally.
-    pub exit_code: Option<i32>,
-    /// The signal that ended the shell (`9` after a timeout).
-    pub signal: Option<i32>,
-    /// The run hit its timeout and its process group was killed.
-    pub timed_out: bool,
-    /// From spawning to the end of the run.
-    pub duration: Duration,
-    pub started_at: SystemTime,
-    /// The last [`OUTPUT_LIMIT`] bytes of stdout.
-    pub stdout: Vec<u8>,
-    /// The last [`OUTPUT_LIMIT`] bytes of stderr.
-    pub stderr: Vec<u8>,
-    /// stdout or stderr was longer than [`OUTPUT_LIMIT`] and lost its beginning.
-    pub truncated: bool,
-    /// Why the shell could not be started at all (then nothing else is set).
-    pub error: Option<String>,
+pub struct Shell {
+    /// Passed to `/bin/sh -c` as one argument.
+    pub command: String,
 }
 
-impl RunResult {
-    /// Exited with code 0 within the timeout.
-    pub fn success(&self) -> bool {
-        self.exit_code == Some(0) && !self.timed_out && self.error.is_none()
-    }
-
-    /// When the run ended.
-    pub fn finished_at(&self) -> SystemTime {
-        self.started_at + self.duration
-    }
-
-    /// The last `max` bytes of stderr as text, trimmed, for a log line.
-    pub fn stderr_tail(&self, max: usize) -> String {
-        tail_text(&self.stderr, max)
-    }
-
-    /// The last `max` bytes of stdout as text, trimmed, for a log line.
-    pub fn stdout_tail(&self, max: usize) -> String {
-        tail_text(&self.stdout, max)
-    }
-}
-
-impl fmt::Display for RunResult {
-    /// How the run ended, in words: `exited with code 0`, `timed out after 1.001s; …`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(error) = &self.error {
-            return write!(f, "could not start {SHELL}: {error}");
-        }
-        if self.timed_out {
-            return write!(
-                f,
-                "timed out after {:?}; its process group was killed",
-                self.duration
-            );
-        }
-        match (self.exit_code, self.signal) {
-            (Some(127), _) => write!(f, "exited with code 127 (command not found)"),
-            (Some(126), _) => write!(f, "exited with code 126 (command not executable)"),
-            (Some(code), _) => write!(f, "exited with code {code}"),
-            (None, Some(signal)) => write!(f, "killed by signal {signal}"),
-            (None, None) => write!(f, "ended with an unknown status"),
+impl Shell {
+    /// What one run of `run.event` is: the command with the contract's environment (then the
+    /// handler's own `env`, which wins) and stdin.
+    pub fn invocation(&self, run: &Run<'_>) -> Invocation {
+        let mut env = contract::environment(run.event, run.local);
+        env.extend(run.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Invocation {
+            command: self.command.clone(),
+            env,
+            stdin: contract::stdin(run.event),
+            timeout: run.timeout,
         }
     }
 }
 
-fn tail_text(bytes: &[u8], max: usize) -> String {
-    let start = bytes.len().saturating_sub(max);
-    String::from_utf8_lossy(&bytes[start..]).trim().to_string()
+impl Runtime for Shell {
+    fn run<'r>(&'r self, run: &Run<'_>) -> RunFuture<'r> {
+        Box::pin(self::run(self.invocation(run)))
+    }
+}
+
+/// `/bin/sh -c COMMAND` with the agent's environment minus
+/// [`contract::WITHHELD_VARIABLES`], then the invocation's (which may set those again on
+/// purpose: a handler's own `env`).
+fn command(invocation: &Invocation) -> Command {
+    let mut command = Command::new(SHELL);
+    command.arg("-c").arg(&invocation.command);
+    for name in contract::WITHHELD_VARIABLES {
+        command.env_remove(name);
+    }
+    command.envs(invocation.env.iter().map(|(k, v)| (k, v)));
+    command
 }
 
 /// Runs the invocation to its end. Never panics and never fails: a shell that cannot be
-/// started is reported in [`RunResult::error`].
+/// started is reported in [`RunResult::error`], with [`RunResult::started`] false.
 pub async fn run(invocation: Invocation) -> RunResult {
     let started_at = SystemTime::now();
     let start = Instant::now();
-    let mut command = Command::new(SHELL);
+    let mut command = command(&invocation);
     command
-        .arg("-c")
-        .arg(&invocation.command)
-        .envs(invocation.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = match spawn(command).await {
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
-            return RunResult {
-                exit_code: None,
-                signal: None,
-                timed_out: false,
-                duration: start.elapsed(),
+            return RunResult::not_started(
                 started_at,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-                truncated: false,
-                error: Some(error.to_string()),
-            };
+                start.elapsed(),
+                format!("could not start {SHELL}: {error}"),
+            );
         }
     };
     // With process_group(0) the group id is the shell's pid. The guard kills the group if this
@@ -207,6 +175,7 @@ pub async fn run(invocation: Invocation) -> RunResult {
         stderr,
         truncated: stdout_cut || stderr_cut,
         error: None,
+        started: true,
     };
     match status {
         Ok(status) => {
@@ -216,37 +185,6 @@ pub async fn run(invocation: Invocation) -> RunResult {
         Err(error) => result.error = Some(format!("waiting for the shell failed: {error}")),
     }
     result
-}
-
-/// Starts the shell. While the agent's threads run boosted ([`crate::priority`]), the shell (and
-/// whatever it starts) must not inherit the boost: on the handler thread ([`crate::thread`]),
-/// which runs at the agent's original nice value, it is started straight away; from anywhere
-/// else, from a short-lived thread back at that value. (One long-lived spawner thread, woken
-/// for each run from the agent's runtime, was
-/// measured against this: on 50 agents it delayed the relays of a user event — delivery p50
-/// 7.3 → 8.8–10 ms, max 15–20 → 33 ms — and did not start the handlers any sooner.)
-async fn spawn(mut command: Command) -> std::io::Result<tokio::process::Child> {
-    let Some(nice) = crate::priority::handler_nice() else {
-        return command.spawn();
-    };
-    if crate::priority::current().ok() == Some(nice) {
-        // Already at the handlers' priority: the handler thread (crate::thread).
-        return command.spawn();
-    }
-    // tokio registers the child with the runtime that is current where it is spawned.
-    let runtime = tokio::runtime::Handle::current();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("rumor-spawn".into())
-        .spawn(move || {
-            let result = crate::priority::set_current(nice).and_then(|()| {
-                let _runtime = runtime.enter();
-                command.spawn()
-            });
-            let _ = tx.send(result);
-        })?;
-    rx.await
-        .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread ended early")))
 }
 
 /// Writes the stdin bytes and closes stdin. A reader that went away (EPIPE) is not an error:
@@ -305,48 +243,11 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// Keeps the last `limit` bytes written to it.
-struct TailBuffer {
-    buf: Vec<u8>,
-    limit: usize,
-    total: u64,
-}
-
-impl TailBuffer {
-    fn new(limit: usize) -> TailBuffer {
-        TailBuffer {
-            buf: Vec::new(),
-            limit,
-            total: 0,
-        }
-    }
-
-    fn push(&mut self, data: &[u8]) {
-        self.total += data.len() as u64;
-        if data.len() >= self.limit {
-            self.buf.clear();
-            self.buf.extend_from_slice(&data[data.len() - self.limit..]);
-            return;
-        }
-        self.buf.extend_from_slice(data);
-        // Compact only when twice the limit is reached, so each byte is moved O(1) times.
-        if self.buf.len() > 2 * self.limit {
-            self.buf.drain(..self.buf.len() - self.limit);
-        }
-    }
-
-    /// The kept bytes, and whether anything was cut off the front.
-    fn finish(mut self) -> (Vec<u8>, bool) {
-        if self.buf.len() > self.limit {
-            self.buf.drain(..self.buf.len() - self.limit);
-        }
-        (self.buf, self.total > self.limit as u64)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::LocalNode;
+    use crate::event::{Event, UserEvent};
 
     fn invocation(command: &str) -> Invocation {
         Invocation {
@@ -355,24 +256,6 @@ mod tests {
             stdin: vec![],
             timeout: Duration::from_secs(10),
         }
-    }
-
-    #[test]
-    fn tail_buffer_keeps_the_last_bytes() {
-        let mut tail = TailBuffer::new(4);
-        tail.push(b"ab");
-        assert_eq!(tail.finish(), (b"ab".to_vec(), false));
-
-        let mut tail = TailBuffer::new(4);
-        for chunk in [&b"abc"[..], b"def", b"gh", b"i"] {
-            tail.push(chunk);
-        }
-        assert_eq!(tail.finish(), (b"fghi".to_vec(), true));
-
-        let mut tail = TailBuffer::new(4);
-        tail.push(b"x");
-        tail.push(b"0123456789");
-        assert_eq!(tail.finish(), (b"6789".to_vec(), true));
     }
 
     #[tokio::test]
@@ -392,6 +275,24 @@ mod tests {
         assert_eq!(result.stderr, b"oops\n");
         assert!(!result.truncated);
         assert_eq!(result.to_string(), "exited with code 3");
+    }
+
+    #[test]
+    fn the_agents_secrets_are_withheld_unless_the_handler_sets_them() {
+        let mut with_env = invocation("true");
+        with_env.env = vec![("RUMOR_ENCRYPT".into(), "given on purpose".into())];
+        let command = command(&with_env);
+        let envs: Vec<_> = command.as_std().get_envs().collect();
+        for name in ["RUMOR_CONTROL_TOKEN", "RUMOR_CONTROL_TOKEN_FILE"] {
+            assert!(
+                envs.contains(&(std::ffi::OsStr::new(name), None)),
+                "{name} is not removed: {envs:?}"
+            );
+        }
+        assert!(envs.contains(&(
+            std::ffi::OsStr::new("RUMOR_ENCRYPT"),
+            Some(std::ffi::OsStr::new("given on purpose"))
+        )));
     }
 
     #[tokio::test]
@@ -450,5 +351,39 @@ mod tests {
         assert!(result.stdout.ends_with(b"end"));
         assert_eq!(result.stderr.len(), OUTPUT_LIMIT);
         assert!(result.truncated);
+    }
+
+    #[tokio::test]
+    async fn as_a_runtime_it_runs_the_command_under_the_contract_with_the_handlers_env() {
+        let shell = Shell {
+            command: r#"printf '%s %s %s|' "$SERF_EVENT" "$SERF_SELF_NAME" "$STAGE"; cat"#.into(),
+        };
+        let event = Event::User(UserEvent {
+            ltime: 3,
+            name: "deploy".into(),
+            payload: b"v42".to_vec(),
+            coalesce: false,
+            origin: "ops".into(),
+        });
+        let local = LocalNode {
+            name: "web-1".into(),
+            tags: Default::default(),
+        };
+        // The handler's own env comes last and wins, even over the contract's.
+        let env = [
+            ("STAGE".to_string(), "prod".to_string()),
+            ("SERF_SELF_NAME".to_string(), "renamed".to_string()),
+        ]
+        .into();
+        let run = Run {
+            handler: "h",
+            event: &event,
+            local: &local,
+            env: &env,
+            timeout: Duration::from_secs(10),
+        };
+        let result = Runtime::run(&shell, &run).await;
+        assert!(result.success(), "{result:?}");
+        assert_eq!(result.stdout, b"user renamed prod|v42\n");
     }
 }

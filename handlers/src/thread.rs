@@ -1,15 +1,17 @@
-//! The thread handlers run on: a single-threaded Tokio runtime of their own, at the handlers'
-//! priority.
+//! The thread handlers run on: a single-threaded Tokio runtime of their own, at the priority
+//! its creator gives it.
 //!
-//! Why: the agent's own runtime does the gossip, which runs ahead of everything else on the
-//! host ([`crate::priority`]). Looking after a handler run — its environment, starting the
-//! shell, its pipes, reaping it — costs the agent more CPU than receiving the event does (on
-//! this 2-core VM about 0.66 ms a run, against 0.43 ms for an event with no handler). Left on
-//! the gossip's thread, that work ran at the gossip's priority: between this member's receipt
-//! of an event and the next member's, and ahead of the handlers themselves. Here it runs at
-//! the handlers' own nice value, and each shell is started straight from this thread, without
-//! a thread per start. With this and a real-time gossip thread, the last of 50 agents sharing
-//! 2 cores had a user event 2.2–2.9 ms after its sender, as with no handlers at all.
+//! Why: an agent may run its own work (the gossip) ahead of everything else on the host, and a
+//! handler must not inherit that. Looking after a handler run — its environment, starting the
+//! shell, its pipes, reaping it — costs more CPU than receiving the event does; left on the
+//! gossip's thread, that work would run at the gossip's priority, between this member's receipt
+//! of an event and the next member's, and ahead of the handlers themselves. Here it runs on a
+//! thread of its own, and each shell is started straight from this thread, so it inherits the
+//! thread's priority, without a thread per start.
+//!
+//! Which priority that is, is the creator's policy, not this crate's: [`HandlerThread::start`]
+//! runs the creator's `prepare` on the new thread before anything else (the agent returns the
+//! thread to the nice value it started with there).
 //!
 //! Give its [`HandlerThread::handle`] to [`Dispatcher::on`](crate::Dispatcher::on). Dropping
 //! the `HandlerThread` stops the runtime: runs still in progress are killed with their process
@@ -29,21 +31,22 @@ pub struct HandlerThread {
 }
 
 impl HandlerThread {
-    /// Starts the thread (named `rumor-handlers`) and its runtime. When the agent's threads
-    /// run boosted, the thread first returns to the handlers' nice value.
-    pub fn start() -> io::Result<HandlerThread> {
+    /// Starts the thread (named `rumor-handlers`) and its runtime. `prepare` runs first, on the
+    /// new thread: it sets what every handler started from the thread inherits (its nice
+    /// value, in the agent). Its error, or the runtime's, is the start's.
+    pub fn start(
+        prepare: impl FnOnce() -> io::Result<()> + Send + 'static,
+    ) -> io::Result<HandlerThread> {
         let (ready, started) = mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("rumor-handlers".into())
             .spawn(move || {
-                let runtime = crate::priority::handler_nice()
-                    .map_or(Ok(()), crate::priority::set_current)
-                    .and_then(|()| {
-                        tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                    });
+                let runtime = prepare().and_then(|()| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                });
                 match runtime {
                     Ok(runtime) => {
                         let _ = ready.send(Ok(runtime.handle().clone()));
@@ -88,7 +91,7 @@ mod tests {
 
     #[test]
     fn tasks_run_on_the_thread_and_stop_with_it() {
-        let thread = HandlerThread::start().unwrap();
+        let thread = HandlerThread::start(|| Ok(())).unwrap();
         let (tx, rx) = mpsc::channel();
         thread.handle().spawn(async move {
             tx.send(std::thread::current().name().map(str::to_owned))
@@ -98,5 +101,21 @@ mod tests {
         // A task that never ends does not keep the thread from stopping.
         thread.handle().spawn(std::future::pending::<()>());
         drop(thread);
+    }
+
+    #[test]
+    fn prepare_runs_on_the_thread_first_and_its_error_fails_the_start() {
+        let (tx, rx) = mpsc::channel();
+        let thread = HandlerThread::start(move || {
+            tx.send(std::thread::current().name().map(str::to_owned))
+                .unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(rx.recv().unwrap().as_deref(), Some("rumor-handlers"));
+        drop(thread);
+
+        let refused = HandlerThread::start(|| Err(io::Error::other("not permitted")));
+        assert_eq!(refused.err().unwrap().to_string(), "not permitted");
     }
 }

@@ -5,21 +5,22 @@
 //! Handlers write what they saw into files (atomically, via `mv`), and the tests wait on those
 //! files or on the dispatcher's status with generous bounds instead of sleeping.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use rumor_handlers::{
-    Dispatcher, Event, EventFilter, HandledEvents, HandlerConfig, HandlerStatus, LocalNode,
-    MemberEventKind, MemberInfo, OUTPUT_LIMIT, QueryEvent, Tags, UserEvent,
+    Dispatcher, Event, EventFilter, HandledEvents, HandlerConfig, LocalNode, MemberEventKind,
+    MemberInfo, NoAnswer, OUTPUT_LIMIT, QueryEvent, Tags, UserEvent,
 };
-use tempfile::TempDir;
 
-/// Upper bound for anything a test waits for; far above what any step needs.
-const BOUND: Duration = Duration::from_secs(20);
+use common::{BOUND, status_of, wait_runs, wait_until};
+use tempfile::TempDir;
 
 fn tags(pairs: &[(&str, &str)]) -> Tags {
     pairs
@@ -70,33 +71,9 @@ fn handler(dir: &Path, name: &str, filter: &str, command: &str) -> HandlerConfig
     config
 }
 
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < BOUND, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn wait_for_file(path: &Path) -> Vec<u8> {
     wait_until(&format!("{}", path.display()), || path.exists()).await;
     std::fs::read(path).unwrap()
-}
-
-fn status_of(dispatcher: &Dispatcher, name: &str) -> HandlerStatus {
-    dispatcher
-        .status()
-        .into_iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no handler {name}"))
-}
-
-async fn wait_runs(dispatcher: &Dispatcher, name: &str, runs: u64) -> HandlerStatus {
-    wait_until(&format!("{runs} runs of {name}"), || {
-        status_of(dispatcher, name).runs >= runs
-    })
-    .await;
-    status_of(dispatcher, name)
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -531,12 +508,12 @@ async fn query_answer_is_the_stdout_of_the_first_handler_that_exits_zero() {
     let answer = tokio::time::timeout(BOUND, runs.answer()).await.unwrap();
     assert_eq!(
         answer.as_deref(),
-        Some(&b"up on lb-1 for ops (uptime 9)\n"[..])
+        Ok(&b"up on lb-1 for ops (uptime 9)\n"[..])
     );
 
     let none = dispatcher.dispatch_query(query("load"));
     assert!(none.is_empty());
-    assert_eq!(none.answer().await, None);
+    assert_eq!(none.answer().await, Err(NoAnswer::NoHandler));
 }
 
 /// After a restart the agent restores what each handler ran: those events are skipped when

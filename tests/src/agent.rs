@@ -1,6 +1,11 @@
-//! One real `rumor agent` process on a 127.0.0.1 port, with its own data directory.
+//! One real `rumor agent` process with its own data directory, on 127.0.0.1 or inside a network
+//! namespace.
+//!
+//! Where the agent's gossip runs is its [`Site`]; everything else is the same for both: the
+//! arguments it starts with, the control socket in its data directory (the CLI reaches it from
+//! the machine's own namespace, see [`Control`]), its log, kill -9, SIGTERM and restarts, and
+//! what a failing test prints.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -13,51 +18,88 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::binary::rumor_bin;
-use crate::monitor::Monitor;
+use crate::control::{Control, Member, clear_rumor_env, rumor_command};
+use crate::monitor::{Monitor, is_user_event_prefixed};
 use crate::ports::free_port;
 use crate::process::AgentProcess;
-use crate::process::run_with_timeout;
-use crate::wait::POLL;
+use crate::wait::{POLL, wait_for};
 
 /// How long an agent may take to answer on its control socket after it is spawned.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long one CLI command may take before it counts as hung.
-pub const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where an agent runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Site {
+    /// On 127.0.0.1, on a port free for UDP and TCP (see [`free_port`]).
+    Loopback,
+    /// Inside network namespace `ns` (started with `ip netns exec`), on `ip` and `port`; see
+    /// [`crate::netns::Host::site`].
+    Namespace { ns: String, ip: Ipv4Addr, port: u16 },
+}
+
+impl Site {
+    fn ip(&self) -> Ipv4Addr {
+        match self {
+            Site::Loopback => Ipv4Addr::LOCALHOST,
+            Site::Namespace { ip, .. } => *ip,
+        }
+    }
+
+    /// The port to bind: a fresh free one on loopback, the host's own in a namespace.
+    fn pick_port(&self) -> u16 {
+        match self {
+            Site::Loopback => free_port(),
+            Site::Namespace { port, .. } => *port,
+        }
+    }
+}
 
 /// A running (or killed, or exited) `rumor agent`. Dropping it kills the process; if the test is
 /// panicking, it first prints the tail of the agent's log and keeps its directory for a look.
 pub struct Agent {
     name: String,
+    site: Site,
     port: u16,
     data_dir: PathBuf,
     extra: Vec<String>,
+    control: Control,
     process: AgentProcess,
     tmp: Option<TempDir>,
 }
 
 /// Why a spawn did not produce a serving agent.
+/// How long a restart waits for its address to be free again.
+const PORT_BACK: Duration = Duration::from_secs(10);
+
 enum StartFailure {
-    /// The port was taken between our check and the agent's bind: worth a retry.
+    /// The port was taken between our check and the agent's bind: worth a retry on loopback.
     AddrInUse(String),
     Other(String),
 }
 
 impl Agent {
-    /// Starts `rumor agent --node NAME --bind 127.0.0.1:PORT --data-dir <tmp>/NAME
-    /// --control <tmp>/NAME/control.sock --profile local --log-level debug [extra...]` on a free
-    /// port, and waits until its control socket answers `rumor info`.
+    /// Starts an agent on 127.0.0.1 (see [`Agent::start_at`]).
+    pub fn start(name: &str, extra: &[&str]) -> Agent {
+        Agent::start_at(Site::Loopback, name, extra)
+    }
+
+    /// Starts `rumor agent --node NAME --bind IP:PORT --data-dir <tmp>/NAME --control
+    /// <tmp>/NAME/control.sock --log-level debug --profile local [extra...]` at `site` (without
+    /// `--profile local` when `extra` has its own `--profile`), and waits until its control
+    /// socket answers `rumor info`.
     ///
     /// Panics, with the tail of the agent's log, if it exits or does not answer within
-    /// [`START_TIMEOUT`]. If the port was taken meanwhile, retries on another one.
-    pub fn start(name: &str, extra: &[&str]) -> Agent {
+    /// [`START_TIMEOUT`]. If a loopback port was taken meanwhile, retries on another one.
+    pub fn start_at(site: Site, name: &str, extra: &[&str]) -> Agent {
         let tmp = test_tempdir();
         let data_dir = tmp.path().join(name);
         std::fs::create_dir_all(&data_dir)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", data_dir.display()));
         let mut agent = Agent {
             name: name.to_owned(),
-            port: free_port(),
+            port: site.pick_port(),
+            site,
+            control: Control::new(name, data_dir.join("control.sock")),
             data_dir: data_dir.clone(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             process: AgentProcess::new(name, data_dir.join("agent.log")),
@@ -66,12 +108,14 @@ impl Agent {
         for attempt in 1..=3 {
             match agent.spawn_and_wait() {
                 Ok(()) => return agent,
-                Err(StartFailure::AddrInUse(why)) if attempt < 3 => {
+                Err(StartFailure::AddrInUse(why))
+                    if attempt < 3 && agent.site == Site::Loopback =>
+                {
                     eprintln!(
                         "agent {name}: port {} was taken ({why}); retrying",
                         agent.port
                     );
-                    agent.port = free_port();
+                    agent.port = agent.site.pick_port();
                 }
                 Err(StartFailure::AddrInUse(why) | StartFailure::Other(why)) => {
                     panic!("agent {name} did not start: {why}")
@@ -85,106 +129,98 @@ impl Agent {
         &self.name
     }
 
+    /// The address the agent binds: 127.0.0.1, or its namespace host's address.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.site.ip()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// The gossip address, `127.0.0.1:PORT` (what `--join` takes).
+    /// The gossip address, `IP:PORT` (what `--join` takes).
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::from((self.ip(), self.port))
     }
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
 
+    /// The agent's control socket, for CLI commands from another thread.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
     pub fn control_path(&self) -> PathBuf {
-        self.data_dir.join("control.sock")
+        self.control.socket().to_path_buf()
     }
 
     pub fn log_path(&self) -> PathBuf {
         self.data_dir.join("agent.log")
     }
 
-    /// The process id while the agent runs.
+    /// The process id while the agent runs (`ip netns exec` execs the agent in place).
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
     }
 
-    /// Runs `rumor ARGS` against this agent: `--control <socket>` is inserted after `args[0]`
-    /// (the subcommand) and `RUMOR_CONTROL` is set too. Panics if it hangs for [`CLI_TIMEOUT`].
+    /// See [`Control::cli`].
     pub fn cli(&self, args: &[&str]) -> Output {
-        let control = self.control_path();
-        let mut full: Vec<OsString> = Vec::with_capacity(args.len() + 2);
-        if let Some((sub, rest)) = args.split_first() {
-            full.push(sub.into());
-            full.push("--control".into());
-            full.push(control.clone().into());
-            full.extend(rest.iter().map(OsString::from));
-        }
-        let mut cmd = rumor_command();
-        cmd.args(&full).env("RUMOR_CONTROL", &control);
-        run_with_timeout(&mut cmd, CLI_TIMEOUT).unwrap_or_else(|e| panic!("{}: {e}", self.name))
+        self.control.cli(args)
     }
 
-    /// Like [`Agent::cli`], but returns stdout, or the command line and stderr on failure.
+    /// See [`Control::try_cli`].
     pub fn try_cli(&self, args: &[&str]) -> Result<String, String> {
-        let out = self.cli(args);
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "`rumor {}` on {} failed ({}): {}",
-                args.join(" "),
-                self.name,
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        self.control.try_cli(args)
     }
 
-    /// Like [`Agent::cli`], but panics unless it succeeds; returns stdout.
+    /// See [`Control::cli_ok`].
     pub fn cli_ok(&self, args: &[&str]) -> String {
-        self.try_cli(args).unwrap_or_else(|e| panic!("{e}"))
+        self.control.cli_ok(args)
     }
 
-    /// `rumor members --format json`, parsed. Panics if the command fails.
-    pub fn members_json(&self) -> Value {
-        self.try_members_json().unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    pub fn try_members_json(&self) -> Result<Value, String> {
-        let out = self.try_cli(&["members", "--format", "json"])?;
-        serde_json::from_str(&out)
-            .map_err(|e| format!("`rumor members --format json` printed invalid JSON ({e}): {out}"))
-    }
-
-    /// This agent's member list; `Err` describes a failed command or an unexpected shape.
+    /// See [`Control::members`].
     pub fn members(&self) -> Result<Vec<Member>, String> {
-        let json = self.try_members_json()?;
-        let list = json["members"]
-            .as_array()
-            .ok_or_else(|| format!("no \"members\" array in {json}"))?;
-        list.iter().map(Member::from_json).collect()
+        self.control.members()
     }
 
-    /// The entries with `name` in this agent's member list (a healthy list has at most one).
+    /// See [`Control::members_named`].
     pub fn members_named(&self, name: &str) -> Result<Vec<Member>, String> {
-        Ok(self
-            .members()?
-            .into_iter()
-            .filter(|m| m.name == name)
-            .collect())
+        self.control.members_named(name)
+    }
+
+    /// See [`Control::info`].
+    pub fn info(&self) -> Result<Value, String> {
+        self.control.info()
+    }
+
+    /// See [`Control::counter`].
+    pub fn counter(&self, name: &str) -> Result<u64, String> {
+        self.control.counter(name)
     }
 
     /// Starts `rumor monitor --format json` against this agent.
     pub fn monitor(&self) -> Monitor {
-        Monitor::start(self)
+        Monitor::start(&self.control)
     }
 
     /// Kills the process with SIGKILL (no graceful leave) and reaps it.
     pub fn kill9(&mut self) {
         self.process.kill9();
+    }
+
+    /// Sends SIGTERM (a graceful leave) and waits up to `timeout` for the exit; panics if the
+    /// agent is still running then.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.process.terminate();
+        self.wait_exit(timeout).unwrap_or_else(|| {
+            panic!(
+                "{} still runs {timeout:?} after SIGTERM; log:\n{}",
+                self.name,
+                self.log_tail(crate::LOG_TAIL_LINES)
+            )
+        })
     }
 
     /// Waits up to `timeout` for the process to exit on its own (after `rumor leave`, say).
@@ -198,15 +234,31 @@ impl Agent {
         self.process.is_running()
     }
 
-    /// Starts a new process with the same name, port, data dir and extra arguments, and waits
-    /// until it serves. The old one must be gone (see [`Agent::kill9`]).
+    /// Starts a new process with the same name, site, port, data dir and extra arguments, and
+    /// waits until it serves. The old one must be gone ([`Agent::kill9`], [`Agent::terminate`],
+    /// `rumor leave`).
     pub fn restart(&mut self) {
         assert!(
             !self.is_running(),
-            "restart of {} while it runs: kill9() or leave first",
+            "restart of {} while it runs: kill9() or terminate() first",
             self.name
         );
-        match self.spawn_and_wait() {
+        // A restart keeps its address. Something else may hold it for a moment (a process
+        // of a parallel test that checked the port while it was free): wait until it is free
+        // again, generously, and try once more.
+        let outcome = match self.spawn_and_wait() {
+            Err(StartFailure::AddrInUse(_)) if matches!(self.site, Site::Loopback) => {
+                let port = self.port;
+                wait_for(PORT_BACK, "the agent's port to be free again", || {
+                    crate::ports::is_free(port)
+                        .then_some(())
+                        .ok_or_else(|| format!("127.0.0.1:{port} is in use"))
+                });
+                self.spawn_and_wait()
+            }
+            other => other,
+        };
+        match outcome {
             Ok(()) => {}
             Err(StartFailure::AddrInUse(why) | StartFailure::Other(why)) => {
                 panic!("agent {} did not restart: {why}", self.name)
@@ -241,7 +293,18 @@ impl Agent {
         self.process.log_tail(lines)
     }
 
-    fn args(&self) -> Vec<OsString> {
+    /// `rumor agent ...` at the agent's site: the binary itself on loopback, under
+    /// `ip netns exec NS` in a namespace.
+    fn command(&self) -> Command {
+        let mut cmd = match &self.site {
+            Site::Loopback => rumor_command(),
+            Site::Namespace { ns, .. } => {
+                let mut cmd = Command::new("ip");
+                clear_rumor_env(&mut cmd);
+                cmd.args(["netns", "exec", ns]).arg(rumor_bin());
+                cmd
+            }
+        };
         let mut args: Vec<OsString> = vec![
             "agent".into(),
             "--node".into(),
@@ -252,19 +315,21 @@ impl Agent {
             self.data_dir.clone().into(),
             "--control".into(),
             self.control_path().into(),
-            "--profile".into(),
-            "local".into(),
             "--log-level".into(),
             "debug".into(),
         ];
+        if !self.extra.iter().any(|a| a == "--profile") {
+            args.extend(["--profile".into(), "local".into()]);
+        }
         args.extend(self.extra.iter().map(OsString::from));
-        args
+        cmd.args(args);
+        cmd
     }
 
     fn spawn_and_wait(&mut self) -> Result<(), StartFailure> {
-        let args = self.args();
+        let mut cmd = self.command();
         self.process
-            .note(&format!("starting rumor {}", shell_words(&args)));
+            .note(&format!("starting {}", command_line(&cmd)));
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -273,15 +338,14 @@ impl Agent {
         let log_err = log
             .try_clone()
             .map_err(|e| StartFailure::Other(format!("cannot open its log: {e}")))?;
-        let child = rumor_command()
-            .args(&args)
+        let child = cmd
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .spawn()
             .map_err(|e| {
-                StartFailure::Other(format!("cannot spawn {}: {e}", rumor_bin().display()))
+                StartFailure::Other(format!("cannot spawn {}: {e}", command_line(&cmd)))
             })?;
         self.process.started(child);
         self.wait_ready()
@@ -325,65 +389,104 @@ impl Agent {
             std::thread::sleep(POLL);
         }
     }
+
+    /// Where the agent runs, for messages: `127.0.0.1:PORT` or `IP:PORT in NS`.
+    fn place(&self) -> String {
+        match &self.site {
+            Site::Loopback => self.addr().to_string(),
+            Site::Namespace { ns, .. } => format!("{} in {ns}", self.addr()),
+        }
+    }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let place = format!("127.0.0.1:{}", self.port);
+        let place = self.place();
         self.process.stop_on_drop(&place, &mut self.tmp);
     }
 }
 
-/// One entry of `rumor members --format json`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Member {
-    pub name: String,
-    pub addr: String,
-    pub port: u16,
-    pub status: String,
-    pub tags: BTreeMap<String, String>,
-    pub generation: u64,
-}
-
-impl Member {
-    /// Reads the fields every member entry must have; `Err` names what is missing.
-    pub fn from_json(v: &Value) -> Result<Member, String> {
-        let str_field = |k: &str| {
-            v[k].as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| format!("member entry without string {k:?}: {v}"))
-        };
-        let num_field = |k: &str| {
-            v[k].as_u64()
-                .ok_or_else(|| format!("member entry without number {k:?}: {v}"))
-        };
-        let tags = v["tags"]
-            .as_object()
-            .ok_or_else(|| format!("member entry without \"tags\" object: {v}"))?
-            .iter()
-            .map(|(k, val)| (k.clone(), val.as_str().unwrap_or_default().to_owned()))
-            .collect();
-        Ok(Member {
-            name: str_field("name")?,
-            addr: str_field("addr")?,
-            port: u16::try_from(num_field("port")?).map_err(|e| format!("port: {e}: {v}"))?,
-            status: str_field("status")?,
-            tags,
-            generation: num_field("generation")?,
-        })
-    }
-}
-
-/// A `rumor` command with no `RUMOR_*` variable inherited from the developer's shell (so a
-/// stray `RUMOR_JOIN` cannot change what a test runs).
-pub fn rumor_command() -> Command {
-    let mut cmd = Command::new(rumor_bin());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("RUMOR_") {
-            cmd.env_remove(key);
+/// Starts agents `names` on 127.0.0.1, the first as the seed and the others joining it, each
+/// with `extra(name)` arguments, and waits up to `timeout` until every one lists all of them
+/// alive.
+pub fn start_cluster(
+    names: &[&str],
+    timeout: Duration,
+    extra: impl Fn(&str) -> Vec<String>,
+) -> Vec<Agent> {
+    let mut agents: Vec<Agent> = Vec::new();
+    for name in names {
+        let mut args = extra(name);
+        if let Some(seed) = agents.first() {
+            args.extend(["--join".to_string(), seed.addr().to_string()]);
         }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        agents.push(Agent::start(name, &args));
     }
-    cmd
+    for a in &agents {
+        wait_for(timeout, "every agent to list all members alive", || {
+            let alive = a.members()?.iter().filter(|m| m.status == "alive").count();
+            if alive == names.len() {
+                Ok(())
+            } else {
+                Err(format!("{} sees {alive} alive", a.name()))
+            }
+        });
+    }
+    agents
+}
+
+/// Waits until each of `agents` has completed `n` more push-pull (anti-entropy) exchanges than
+/// when called. A node starts one exchange per push-pull interval and answers its peers', so
+/// after a delivery this gives late duplicates (a relay, an exchange) every chance to show up,
+/// without a fixed sleep. Panics after `timeout`, naming the agents still short of `n`.
+pub fn wait_push_pulls(agents: &[Agent], n: u64, timeout: Duration) {
+    let count = |a: &Agent| a.counter("push_pull_ok").unwrap_or(0);
+    let base: Vec<u64> = agents.iter().map(count).collect();
+    wait_for(
+        timeout,
+        &format!("{n} more push-pull exchanges on every agent"),
+        || {
+            let behind: Vec<String> = agents
+                .iter()
+                .zip(&base)
+                .filter_map(|(a, b)| {
+                    let now = count(a);
+                    (now < b + n).then(|| format!("{} at {now}, from {b}", a.name()))
+                })
+                .collect();
+            if behind.is_empty() {
+                Ok(())
+            } else {
+                Err(behind.join("; "))
+            }
+        },
+    );
+}
+
+/// Starts a monitor on every agent and makes sure each stream is live, by sending warm-up user
+/// events (a new one every ~0.5 s) until every monitor has seen one, for up to `timeout`.
+pub fn live_monitors(agents: &[Agent], timeout: Duration) -> Vec<Monitor> {
+    let monitors: Vec<_> = agents.iter().map(Agent::monitor).collect();
+    let mut polls = 0u32;
+    wait_for(timeout, "every monitor to see a warm-up event", || {
+        if polls.is_multiple_of(10) {
+            agents[0].cli_ok(&["event", &format!("warmup-{polls}")]);
+        }
+        polls += 1;
+        let missing: Vec<&str> = agents
+            .iter()
+            .zip(&monitors)
+            .filter(|(_, m)| m.count(|l| is_user_event_prefixed(l, "warmup-")) == 0)
+            .map(|(a, _)| a.name())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no warm-up event yet on {missing:?}"))
+        }
+    });
+    monitors
 }
 
 /// A fresh temporary directory with a short path: Unix socket paths are limited to 108 bytes.
@@ -405,8 +508,10 @@ pub fn test_tempdir() -> TempDir {
         })
 }
 
-fn shell_words(args: &[OsString]) -> String {
-    args.iter()
+/// The program and arguments of `cmd`, space-separated, for notes and messages.
+fn command_line(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
         .map(|a| a.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ")
@@ -422,19 +527,6 @@ pub fn write_file(path: &Path, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn member_from_json() {
-        let v = json!({"name": "n1", "addr": "127.0.0.1", "port": 7946, "status": "alive",
-                       "tags": {"role": "web"}, "generation": 3, "protocol": 1});
-        let m = Member::from_json(&v).unwrap();
-        assert_eq!(m.name, "n1");
-        assert_eq!(m.tags["role"], "web");
-        assert_eq!(m.generation, 3);
-        let err = Member::from_json(&json!({"name": "n1", "tags": {}})).unwrap_err();
-        assert!(err.contains("addr"), "{err}");
-    }
 
     #[test]
     fn tempdir_paths_leave_room_for_a_socket() {
@@ -444,5 +536,18 @@ mod tests {
             .join("a-node-name-of-some-length")
             .join("control.sock");
         assert!(sock.as_os_str().len() < 100, "{}", sock.display());
+    }
+
+    #[test]
+    fn sites_bind_their_own_address() {
+        let ns = Site::Namespace {
+            ns: "x-1-0-2".into(),
+            ip: Ipv4Addr::new(10, 1, 0, 13),
+            port: 7946,
+        };
+        assert_eq!(ns.ip(), Ipv4Addr::new(10, 1, 0, 13));
+        assert_eq!(ns.pick_port(), 7946);
+        assert_eq!(Site::Loopback.ip(), Ipv4Addr::LOCALHOST);
+        assert_ne!(Site::Loopback.pick_port(), Site::Loopback.pick_port());
     }
 }

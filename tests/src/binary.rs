@@ -79,6 +79,15 @@ fn locate() -> Result<PathBuf, String> {
         })
 }
 
+/// `dir/serf`, a symlink to the `rumor` binary: run under that name, rumor takes Serf's
+/// commands and flags. Put `dir` first in `PATH` to run scripts written for Serf.
+pub fn serf_symlink(dir: &Path) -> PathBuf {
+    let link = dir.join("serf");
+    std::os::unix::fs::symlink(rumor_bin(), &link)
+        .unwrap_or_else(|e| panic!("cannot link {} to rumor: {e}", link.display()));
+    link
+}
+
 /// The workspace root: this crate lives in `<root>/tests`.
 pub fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -92,4 +101,17 @@ pub const LOG_TAIL_LINES: usize = 60;
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The commands a `--help` text lists under `Commands:` (without `help`), in its order.
+pub fn help_commands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect()
 }

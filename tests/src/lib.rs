@@ -1,35 +1,55 @@
 //! End-to-end test harness for rumor.
 //!
-//! Tests start real `rumor agent` processes on 127.0.0.1 ports, each with its own data
-//! directory, and drive them only as a user would: through the `rumor` CLI (which talks to the
-//! agent's control API) and the network. Nothing here links the agent's code.
+//! Tests start real `rumor agent` processes, each with its own data directory, and drive them
+//! only as a user would: through the `rumor` CLI (which talks to the agent's control API) and
+//! the network. Nothing here links the agent's code.
 //!
-//! - [`Agent`]: one agent process (start, CLI, members, kill -9, restart, log).
-//! - [`Monitor`]: `rumor monitor --format json`, collected line by line.
+//! - [`Agent`]: one agent process (start, CLI, members, kill -9, SIGTERM, restart, log), on a
+//!   127.0.0.1 port or inside a network namespace: its [`Site`].
+//! - [`Control`]: the CLI against one agent's control socket, also from another thread.
+//! - [`Monitor`]: `rumor monitor --format json`, collected line by line with arrival times.
 //! - [`wait_for`] / [`wait_until`]: bounded polling; there are no fixed sleeps.
 //! - [`free_port`]: a port free for both UDP and TCP.
 //! - [`cluster_slot`]: limits how many multi-agent tests run at once on a small machine.
-//! - [`netns`]: hosts as network namespaces on a bridge, agents on them, partitions and loss.
+//! - [`netns`]: hosts as network namespaces on a bridge, partitions and loss, and a
+//!   [`netns::Cluster`] of recording agents on them.
+//! - [`nemesis`]: faults one after another while events flow, then the checker.
+//! - [`Records`]: what each node's handler ran, and the checker that compares it with what was
+//!   sent ([`records::check`]).
+//! - [`services`]: real programs plugins drive (haproxy, memcached, a web backend) and their
+//!   clients.
 //! - [`skip_or_fail`]: for tests needing what this machine lacks (`RUMOR_REQUIRE_ALL=1` fails).
 //!
-//! The `rumor` binary is built on first use (see [`binary`]), or taken from `RUMOR_BIN`.
+//! The `rumor` binary is built on first use (see [`binary`]), or taken from `RUMOR_BIN`;
+//! [`serf_symlink`] runs it under the name `serf`.
 
 pub mod agent;
 pub mod bench;
 pub mod binary;
+pub mod control;
+pub mod docker;
 pub mod monitor;
+pub mod nemesis;
 pub mod netns;
 pub mod ports;
 pub mod process;
+pub mod records;
+pub mod rng;
+pub mod services;
 pub mod wait;
 
 use std::sync::{Condvar, Mutex};
 
-pub use agent::{Agent, Member, rumor_command, test_tempdir, write_file};
-pub use binary::{LOG_TAIL_LINES, rumor_bin, tail};
-pub use monitor::{Monitor, is_user_event, is_user_event_prefixed};
+pub use agent::{
+    Agent, Site, live_monitors, start_cluster, test_tempdir, wait_push_pulls, write_file,
+};
+pub use binary::{LOG_TAIL_LINES, help_commands, rumor_bin, serf_symlink, tail};
+pub use control::{Control, Member, rumor_command};
+pub use monitor::{Monitor, is_user_event, is_user_event_prefixed, member_event_names};
 pub use ports::free_port;
-pub use process::run_with_timeout;
+pub use process::{rss_bytes, run_with_timeout};
+pub use records::{Expect, Records, Verdict};
+pub use rng::Rng;
 pub use wait::{wait_for, wait_until};
 
 /// For a test that needs something this machine does not offer (root, a network namespace, a

@@ -1,4 +1,5 @@
-//! `rumor monitor --format json` as a test sees it: NDJSON lines collected on a thread.
+//! `rumor monitor --format json` as a test sees it: NDJSON lines collected on a thread, each
+//! with the moment it arrived (the stream itself carries no time for events).
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Stdio};
@@ -8,19 +9,28 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::agent::{Agent, rumor_command};
+use crate::control::{Control, rumor_command};
 
 /// What the reader threads collected so far.
 #[derive(Default)]
 struct Collected {
-    lines: Vec<String>,
+    lines: Vec<(Instant, String)>,
     stderr: String,
     closed: bool,
 }
 
+impl Collected {
+    fn json(&self) -> impl Iterator<Item = (Instant, Value)> + '_ {
+        self.lines
+            .iter()
+            .filter_map(|(t, l)| serde_json::from_str(l).ok().map(|v| (*t, v)))
+    }
+}
+
 type Shared = Arc<(Mutex<Collected>, Condvar)>;
 
-/// A running `rumor monitor --format json --control <socket>`. Dropping it kills the process.
+/// A running `rumor monitor --format json --control <socket>` (log level `info`, the
+/// command's default). Dropping it kills the process.
 pub struct Monitor {
     agent: String,
     child: Child,
@@ -29,21 +39,21 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Starts streaming from `agent`. The stream may take a moment to be subscribed: a test that
-    /// must not miss a line should first see some line arrive (see [`Monitor::wait_for`]).
-    pub fn start(agent: &Agent) -> Monitor {
-        let control = agent.control_path();
+    /// Starts streaming from the agent behind `control`. The stream may take a moment to be
+    /// subscribed: a test that must not miss a line should first see some line arrive (a
+    /// warm-up event; see [`Monitor::wait_for`]).
+    pub fn start(control: &Control) -> Monitor {
         let mut child = rumor_command()
             .arg("monitor")
             .arg("--control")
-            .arg(&control)
+            .arg(control.socket())
             .args(["--format", "json"])
-            .env("RUMOR_CONTROL", &control)
+            .env("RUMOR_CONTROL", control.socket())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start rumor monitor for {}: {e}", agent.name()));
+            .unwrap_or_else(|e| panic!("cannot start rumor monitor for {}: {e}", control.agent()));
         let shared: Shared = Arc::default();
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
@@ -57,7 +67,7 @@ impl Monitor {
                     lock.lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .lines
-                        .push(line);
+                        .push((Instant::now(), line));
                     cv.notify_all();
                 }
                 let (lock, cv) = &*out_shared;
@@ -72,30 +82,41 @@ impl Monitor {
             }),
         ];
         Monitor {
-            agent: agent.name().to_owned(),
+            agent: control.agent().to_owned(),
             child,
             shared,
             readers,
         }
     }
 
-    /// Every line received so far, raw.
-    pub fn lines(&self) -> Vec<String> {
-        self.lock().lines.clone()
+    /// The name of the agent this monitor streams from.
+    pub fn agent(&self) -> &str {
+        &self.agent
     }
 
-    /// Every line received so far that parses as JSON.
-    pub fn json_lines(&self) -> Vec<Value> {
-        self.lock()
-            .lines
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+    /// Every JSON line so far with its arrival time.
+    pub fn timed_lines(&self) -> Vec<(Instant, Value)> {
+        self.lock().json().collect()
+    }
+
+    /// The first JSON line matching `pred`, with its arrival time.
+    pub fn first(&self, pred: impl Fn(&Value) -> bool) -> Option<(Instant, Value)> {
+        self.lock().json().find(|(_, v)| pred(v))
     }
 
     /// How many JSON lines received so far match `pred`.
     pub fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
-        self.json_lines().iter().filter(|v| pred(v)).count()
+        self.lock().json().filter(|(_, v)| pred(v)).count()
+    }
+
+    /// How many lines the stream said it dropped (`{"type":"lagged","missed":N}`): a monitor
+    /// that lagged may have missed what a test looks for.
+    pub fn missed(&self) -> u64 {
+        self.lock()
+            .json()
+            .filter(|(_, v)| v["type"] == "lagged")
+            .filter_map(|(_, v)| v["missed"].as_u64())
+            .sum()
     }
 
     /// Waits up to `timeout` for a JSON line matching `pred` and returns it (the first one).
@@ -106,12 +127,7 @@ impl Monitor {
         let (lock, cv) = &*self.shared;
         let mut seen = lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if let Some(v) = seen
-                .lines
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|v| pred(v))
-            {
+            if let Some((_, v)) = seen.json().find(|(_, v)| pred(v)) {
                 return v;
             }
             let elapsed = start.elapsed();
@@ -122,7 +138,7 @@ impl Monitor {
                     .rev()
                     .take(10)
                     .rev()
-                    .map(String::as_str)
+                    .map(|(_, l)| l.as_str())
                     .collect();
                 panic!(
                     "monitor of {}: {} after {elapsed:.1?} waiting for {what}; {} lines so far, last: {last:#?}; stderr: {}",
@@ -178,6 +194,23 @@ pub fn is_user_event_prefixed(line: &Value, prefix: &str) -> bool {
             .is_some_and(|n| n.starts_with(prefix))
 }
 
+/// A member event line of `rumor monitor`: `{"type":"event","event":{"type":"member",
+/// "kind":KIND,"members":[{"name":...}, ...]}}`; returns the names if `kind` matches.
+pub fn member_event_names(line: &Value, kind: &str) -> Vec<String> {
+    if line["type"] != "event" || line["event"]["type"] != "member" || line["event"]["kind"] != kind
+    {
+        return Vec::new();
+    }
+    line["event"]["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|m| m["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,11 +219,21 @@ mod tests {
     #[test]
     fn user_event_matching() {
         let line = json!({"type":"event","event":{"type":"user","ltime":3,"name":"deploy",
-                          "payload":[118,49],"coalesce":true,"origin":"n1"}});
+                          "payload":"v1","coalesce":true,"origin":"n1"}});
         assert!(is_user_event(&line, "deploy"));
         assert!(!is_user_event(&line, "other"));
         assert!(is_user_event_prefixed(&line, "dep"));
         let log = json!({"type":"log","message":"deploy"});
         assert!(!is_user_event(&log, "deploy"));
+    }
+
+    #[test]
+    fn member_events_from_monitor_lines() {
+        let line = json!({"type":"event","event":{"type":"member","kind":"failed",
+            "members":[{"name":"n1","addr":"10.0.0.1","port":7946,"tags":{}}]}});
+        assert_eq!(member_event_names(&line, "failed"), ["n1"]);
+        assert!(member_event_names(&line, "join").is_empty());
+        let log = json!({"type":"log","message":"failed"});
+        assert!(member_event_names(&log, "failed").is_empty());
     }
 }

@@ -61,8 +61,8 @@ fn read_all(pipe: Option<&mut impl Read>) -> Vec<u8> {
     buf
 }
 
-/// One `rumor agent` process and its log file: the lifecycle both harnesses share (agents on
-/// loopback ports, and agents inside network namespaces).
+/// The process side of an [`crate::Agent`]: the running child (replaced on restart), how the
+/// last one ended, and the log file every process of the agent appends to.
 pub struct AgentProcess {
     name: String,
     log_path: std::path::PathBuf,
@@ -96,11 +96,6 @@ impl AgentProcess {
         self.exit
     }
 
-    /// Hands over the running process (to kill it on drop).
-    pub fn take_child(&mut self) -> Option<std::process::Child> {
-        self.child.take()
-    }
-
     /// Kills the process with SIGKILL (no graceful leave) and reaps it.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -108,6 +103,23 @@ impl AgentProcess {
             self.exit = child.wait().ok();
             self.note("killed with SIGKILL");
         }
+    }
+
+    /// Sends SIGTERM (a graceful leave) to the running process, if any; does not wait.
+    pub fn terminate(&mut self) {
+        let Some(pid) = self.pid() else { return };
+        self.note("sending SIGTERM");
+        let pid = libc::pid_t::try_from(pid).expect("a pid fits pid_t");
+        // SAFETY: kill(2) only sends a signal; `pid` is our own unreaped child, so it cannot
+        // name another process.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(
+            sent,
+            0,
+            "kill -TERM {pid} ({}): {}",
+            self.name,
+            std::io::Error::last_os_error()
+        );
     }
 
     /// Waits up to `timeout` for the process to exit on its own; `None` if it still runs.
@@ -179,6 +191,19 @@ impl AgentProcess {
     }
 }
 
+/// The resident memory of process `pid` in bytes (`VmRSS` in `/proc/PID/status`).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +233,11 @@ mod tests {
             err.contains("did not finish") && err.contains("started"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn rss_of_this_process() {
+        let rss = rss_bytes(std::process::id()).expect("VmRSS readable");
+        assert!(rss > 0);
     }
 }

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use rumor_tests::process::wait_timeout;
 use rumor_tests::{
-    Agent, free_port, rumor_bin, rumor_command, run_with_timeout, test_tempdir, write_file,
+    Agent, free_port, help_commands, rumor_bin, rumor_command, run_with_timeout, test_tempdir,
+    write_file,
 };
 
+/// Every command `rumor --help` lists (a test checks the two lists agree).
 const SUBCOMMANDS: &[&str] = &[
     "agent",
     "members",
@@ -18,11 +20,23 @@ const SUBCOMMANDS: &[&str] = &[
     "force-leave",
     "event",
     "query",
+    "deploy",
     "reachability",
     "tags",
+    "checks",
+    "keys",
+    "keygen",
     "info",
+    "events",
+    "reload",
     "monitor",
+    "plugin",
+    "template",
+    "inventory",
     "version",
+    "config",
+    "completions",
+    "man",
 ];
 
 fn run(args: &[&str]) -> std::process::Output {
@@ -44,6 +58,8 @@ fn help_works_for_every_subcommand() {
     let out = run(&["--help"]);
     assert!(out.status.success(), "rumor --help: {}", stderr_of(&out));
     let top = String::from_utf8_lossy(&out.stdout);
+    let listed = help_commands(&top);
+    assert_eq!(listed, SUBCOMMANDS, "a command is missing from this test");
     for sub in SUBCOMMANDS {
         assert!(
             top.contains(sub),

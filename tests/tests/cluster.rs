@@ -8,7 +8,9 @@ use std::io::Write;
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use rumor_tests::{Agent, Member, cluster_slot, is_user_event, is_user_event_prefixed, wait_for};
+use rumor_tests::{
+    Agent, Member, cluster_slot, is_user_event, live_monitors, wait_for, wait_push_pulls,
+};
 
 /// Bound for convergence that the issue does not time (a margin for loaded CI machines).
 const CONVERGE: Duration = Duration::from_secs(10);
@@ -89,7 +91,7 @@ fn five_agents_join_through_one_seed() {
     let last_started = Instant::now();
     let want = all_alive(&agents);
     wait_for(
-        Duration::from_secs(3),
+        CONVERGE,
         "every agent to list 5 alive members with their tags",
         || {
             check_view(&refs(&agents), &want)?;
@@ -139,31 +141,6 @@ fn five_agents_join_through_one_seed() {
     );
 }
 
-/// Starts a monitor on every agent and makes sure each stream is live, by sending warm-up user
-/// events (a new one every ~0.5 s) until every monitor has seen one.
-fn live_monitors(agents: &[Agent]) -> Vec<rumor_tests::Monitor> {
-    let monitors: Vec<_> = agents.iter().map(Agent::monitor).collect();
-    let mut polls = 0u32;
-    wait_for(CONVERGE, "every monitor to see a warm-up event", || {
-        if polls.is_multiple_of(10) {
-            agents[0].cli_ok(&["event", &format!("warmup-{polls}")]);
-        }
-        polls += 1;
-        let missing: Vec<&str> = agents
-            .iter()
-            .zip(&monitors)
-            .filter(|(_, m)| m.count(|l| is_user_event_prefixed(l, "warmup-")) == 0)
-            .map(|(a, _)| a.name())
-            .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("no warm-up event yet on {missing:?}"))
-        }
-    });
-    monitors
-}
-
 #[test]
 fn user_event_reaches_every_agent_exactly_once() {
     let _slot = cluster_slot();
@@ -172,7 +149,7 @@ fn user_event_reaches_every_agent_exactly_once() {
     wait_for(CONVERGE, "the cluster to converge", || {
         check_view(&refs(&agents), &want)
     });
-    let monitors = live_monitors(&agents);
+    let monitors = live_monitors(&agents, CONVERGE);
 
     let sender = &agents[2];
     let sent = Instant::now();
@@ -182,12 +159,7 @@ fn user_event_reaches_every_agent_exactly_once() {
             is_user_event(l, "deploy")
         });
         let event = &line["event"];
-        assert_eq!(
-            event["payload"],
-            serde_json::json!([118, 49]),
-            "on {}: {line}",
-            agent.name()
-        );
+        assert_eq!(event["payload"], "v1", "on {}: {line}", agent.name());
         assert_eq!(
             event["origin"],
             sender.name(),
@@ -199,8 +171,9 @@ fn user_event_reaches_every_agent_exactly_once() {
     }
     eprintln!("deploy reached all 5 monitors within {:?}", sent.elapsed());
 
-    // A duplicate would come from a relay or an anti-entropy exchange; give them a moment.
-    std::thread::sleep(Duration::from_secs(1));
+    // A duplicate would come from a relay or an anti-entropy exchange: wait until every agent
+    // has done one more exchange (the `local` profile starts one every 5 s).
+    wait_push_pulls(&agents, 1, Duration::from_secs(30));
     for (agent, monitor) in agents.iter().zip(&monitors) {
         let n = monitor.count(|l| is_user_event(l, "deploy"));
         assert_eq!(n, 1, "{} saw deploy {n} times", agent.name());
@@ -273,10 +246,10 @@ fn killed_agent_is_failed_and_leaving_agent_is_left() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let status = agents[2].wait_exit(Duration::from_secs(5));
+    let status = agents[2].wait_exit(CONVERGE);
     assert!(
         status.is_some_and(|s| s.success()),
-        "after rumor leave the agent should exit 0 within 5 s, got {status:?}"
+        "after rumor leave the agent should exit 0, got {status:?}"
     );
     want.insert(agents[2].name().to_owned(), "left");
     wait_for(CONVERGE, "the agent that left to be listed left", || {
@@ -368,7 +341,8 @@ fn bad_input_is_rejected_and_the_agent_keeps_serving() {
     // then the connection closes.
     let offset = target.log_len();
     let mut tcp = TcpStream::connect(target.addr()).expect("connect to the push-pull port");
-    tcp.write_all(&[0x52, 0x01, 0x02, 0, 0, 0, 100, 1, 2, 3])
+    let version = rumor::cluster::wire::PROTOCOL_VERSION;
+    tcp.write_all(&[0x52, version, 0x02, 0, 0, 0, 100, 1, 2, 3])
         .expect("write");
     tcp.shutdown(Shutdown::Both).expect("shutdown");
     drop(tcp);
@@ -411,9 +385,5 @@ fn bad_input_is_rejected_and_the_agent_keeps_serving() {
 
 /// One of the cluster counters of `rumor info --format json`.
 fn counter(agent: &Agent, name: &str) -> u64 {
-    let info = agent.cli_ok(&["info", "--format", "json"]);
-    let info: serde_json::Value = serde_json::from_str(&info).expect("info is JSON");
-    info["cluster"]["counters"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("info has cluster.counters.{name}: {info}"))
+    agent.counter(name).unwrap_or_else(|e| panic!("{e}"))
 }

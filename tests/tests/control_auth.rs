@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumor_tests::process::wait_timeout;
 use rumor_tests::{
@@ -43,26 +43,26 @@ impl TcpAgent {
             log,
             _dir: dir,
         };
-        let start = Instant::now();
-        loop {
-            if let Some(status) = agent.child.try_wait().unwrap() {
-                panic!(
-                    "the agent exited ({status}) before serving:\n{}",
-                    agent.log()
-                );
-            }
-            let out = agent.cli(&["info"], Some(TOKEN), &[]);
-            if out.status.success() {
-                return agent;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "no answer on {control}: {}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                agent.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // On a timeout, the panic names the last refusal and `Drop` prints the log.
+        wait_for(
+            Duration::from_secs(10),
+            &format!("an answer on {control}"),
+            || {
+                if let Some(status) = agent.child.try_wait().unwrap() {
+                    panic!(
+                        "the agent exited ({status}) before serving:\n{}",
+                        agent.log()
+                    );
+                }
+                let out = agent.cli(&["info"], Some(TOKEN), &[]);
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(stderr(&out))
+                }
+            },
+        );
+        agent
     }
 
     /// Runs `rumor SUBCOMMAND --control 127.0.0.1:PORT [--control-token T] [env...]`.

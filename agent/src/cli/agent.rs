@@ -1,10 +1,9 @@
 //! `rumor agent`: resolves the configuration, raises the agent's priority above its handlers,
 //! then runs the daemon on a single-threaded runtime.
 
-use rumor_handlers::priority;
-
 use crate::agent::{Boost, Realtime};
 use crate::config::AgentConfig;
+use crate::priority;
 
 /// Runs the agent until it stops.
 pub fn run(args: crate::config::AgentArgs) -> anyhow::Result<()> {
@@ -15,10 +14,9 @@ pub fn run(args: crate::config::AgentArgs) -> anyhow::Result<()> {
     let realtime = realtime(&config);
     // One thread runs every task. The agent's work is many short wake-ups (a packet, a timer,
     // a handler's pipe or exit), and on a multi-threaded runtime each one can also wake a
-    // second worker to share it: measured with 50 agents running a shell handler per event,
-    // the agents' threads used 18 % less CPU over the same ten events (1036 -> 849 ms of
-    // task-clock), CPU the handlers get instead. Nothing here computes for long; disk writes go to the blocking
-    // pool (threads named `rumor`) or threads of their own.
+    // second worker to share it: one thread uses measurably less CPU per event (see
+    // docs/performance.md), CPU the handlers get instead. Nothing here computes for long;
+    // disk writes go to the blocking pool (threads named `rumor`) or threads of their own.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("rumor")
         .enable_all()

@@ -52,7 +52,8 @@ pub async fn run(args: Args, out: &mut Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_stdin() -> anyhow::Result<Vec<u8>> {
+/// The payload from this command's stdin (`-`), within the control API's request limit.
+pub(super) fn read_stdin() -> anyhow::Result<Vec<u8>> {
     let mut payload = Vec::new();
     std::io::stdin()
         .take(MAX_REQUEST_BYTES as u64 + 1)

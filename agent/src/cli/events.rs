@@ -6,8 +6,9 @@ use super::output::Output;
 use super::{ControlArgs, Format, FormatArg};
 use crate::logging::rfc3339_utc;
 
-/// List the user events this agent received recently (those still in its deduplication
-/// window), oldest first: name, Lamport time, sending node, time received, payload size.
+/// List the user events this agent keeps for members that missed them (the last
+/// `event_retention` events, at most `event_retention_age` old), in the order they arrived:
+/// name, Lamport time, sending node, time received, payload size.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -23,7 +24,10 @@ pub async fn run(args: Args, out: &mut Output) -> anyhow::Result<()> {
         return Ok(());
     }
     if response.events.is_empty() {
-        let _ = writeln!(std::io::stderr(), "No user events in the recent window.");
+        let _ = writeln!(
+            std::io::stderr(),
+            "No user events kept (none received within the event retention)."
+        );
         return Ok(());
     }
     let mut rows = vec![vec![

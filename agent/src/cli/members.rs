@@ -4,8 +4,7 @@ use std::net::SocketAddr;
 
 use super::output::Output;
 use super::{ControlArgs, Format, FormatArg, split_key_value};
-use crate::cluster::{MemberView, Status};
-use crate::control::api::MembersQuery;
+use crate::control::api::{MemberView, MembersQuery, Status};
 use crate::logging::rfc3339_utc;
 
 /// List the members of the cluster as this agent sees them.

@@ -2,30 +2,39 @@
 //! control API call and printed output. This file holds the top level, the flags every client
 //! command shares, and error reporting.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-
-use std::path::PathBuf;
 
 use crate::control::{Client, ControlEndpoint, TokenSource, default_control_endpoint};
 
 mod agent;
+mod checks;
+mod completions;
+mod config;
+mod deploy;
 mod event;
 mod events;
 mod force_leave;
 mod info;
+mod inventory;
 mod join;
 mod keygen;
 mod keys;
 mod leave;
+mod man;
 mod members;
 mod monitor;
 mod output;
+mod plugin;
 mod query;
 mod reachability;
 mod reload;
+pub mod serf;
 mod tags;
+mod template;
 mod version;
 
 use output::Output;
@@ -34,7 +43,8 @@ use output::Output;
 /// each other by gossip, agree on who is alive, spread user events and run handlers.
 ///
 /// Every other command talks to the local agent through its control API (a Unix socket,
-/// by default `<data dir>/control.sock`; see --control).
+/// by default `<data dir>/control.sock`; see --control). Installed under the name `serf`, the
+/// binary takes Serf's commands and flags instead (docs/serf.md).
 #[derive(Debug, Parser)]
 #[command(name = "rumor", version, max_term_width = 100)]
 pub struct Cli {
@@ -55,15 +65,23 @@ pub enum Command {
     ForceLeave(force_leave::Args),
     Event(event::Args),
     Query(query::Args),
+    Deploy(deploy::Args),
     Reachability(reachability::Args),
     Tags(tags::Args),
+    Checks(checks::Args),
     Keys(keys::Args),
     Keygen(keygen::Args),
     Info(info::Args),
     Events(events::Args),
     Reload(reload::Args),
     Monitor(monitor::Args),
+    Plugin(plugin::Args),
+    Template(template::Args),
+    Inventory(inventory::Args),
     Version(version::Args),
+    Config(config::Args),
+    Completions(completions::Args),
+    Man(man::Args),
 }
 
 /// Where client commands find the agent, and the token a TCP endpoint requires.
@@ -77,7 +95,8 @@ pub struct ControlArgs {
         long,
         env = "RUMOR_CONTROL",
         value_name = "PATH|HOST:PORT",
-        value_parser = parse_endpoint
+        value_parser = parse_endpoint,
+        global = true
     )]
     pub control: Option<ControlEndpoint>,
 
@@ -86,7 +105,8 @@ pub struct ControlArgs {
         long,
         env = "RUMOR_CONTROL_TOKEN",
         value_name = "TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     pub control_token: Option<String>,
 
@@ -95,18 +115,18 @@ pub struct ControlArgs {
         long,
         env = "RUMOR_CONTROL_TOKEN_FILE",
         value_name = "PATH",
-        conflicts_with = "control_token"
+        conflicts_with = "control_token",
+        global = true
     )]
     pub control_token_file: Option<PathBuf>,
 }
 
 impl ControlArgs {
     pub fn client(&self) -> Client {
-        let token = match (&self.control_token, &self.control_token_file) {
-            (Some(token), _) => Some(TokenSource::Value(token.clone())),
-            (None, Some(path)) => Some(TokenSource::File(path.clone())),
-            (None, None) => None,
-        };
+        let token = TokenSource::from_value_or_file(
+            self.control_token.clone(),
+            self.control_token_file.clone(),
+        );
         Client::new(
             self.control
                 .clone()
@@ -148,9 +168,20 @@ pub fn split_key_value(s: &str, what: &str) -> Result<(String, String), String> 
     }
 }
 
+/// Parses a `--timeout`-style duration: `500ms`, `10s`, `1m30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 500ms or 10s: {e}"))
+}
+
 /// Runs the command line and returns the process exit code: 0 on success (and when stdout's
 /// reader went away), 1 on failure with one `error: ...` line on stderr, 2 for usage errors.
 pub fn main() -> ExitCode {
+    // Installed as `serf`: Serf's commands and flags (see `serf/`).
+    let mut argv = std::env::args_os();
+    if serf::invoked_as_serf(argv.next().as_deref()) {
+        return serf::main(argv.map(|a| a.to_string_lossy().into_owned()).collect());
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -162,10 +193,28 @@ pub fn main() -> ExitCode {
         Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {}", error_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, `context: cause: cause`, leaving out a cause whose
+/// text the line already holds: many of our messages name their cause themselves ("cannot
+/// listen on ...: Address already in use ..."), and anyhow's `{:#}` would repeat it.
+pub(crate) fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn run(command: Command, out: &mut Output) -> anyhow::Result<()> {
@@ -173,6 +222,9 @@ fn run(command: Command, out: &mut Output) -> anyhow::Result<()> {
         Command::Agent(args) => agent::run(*args),
         Command::Version(args) => version::run(args, out),
         Command::Keygen(args) => keygen::run(args, out),
+        Command::Config(args) => config::run(args, out),
+        Command::Completions(args) => completions::run(args, out),
+        Command::Man(args) => man::run(args, out),
         client_command => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -185,14 +237,24 @@ fn run(command: Command, out: &mut Output) -> anyhow::Result<()> {
                     Command::ForceLeave(args) => force_leave::run(args, out).await,
                     Command::Event(args) => event::run(args, out).await,
                     Command::Query(args) => query::run(args, out).await,
+                    Command::Deploy(args) => deploy::run(args, out).await,
                     Command::Reachability(args) => reachability::run(args, out).await,
                     Command::Tags(args) => tags::run(args, out).await,
+                    Command::Checks(args) => checks::run(args, out).await,
                     Command::Keys(args) => keys::run(args, out).await,
                     Command::Info(args) => info::run(args, out).await,
                     Command::Events(args) => events::run(args, out).await,
                     Command::Reload(args) => reload::run(args, out).await,
                     Command::Monitor(args) => monitor::run(args, out).await,
-                    Command::Agent(_) | Command::Version(_) | Command::Keygen(_) => {
+                    Command::Plugin(args) => plugin::run(args, out).await,
+                    Command::Template(args) => template::run(args, out).await,
+                    Command::Inventory(args) => inventory::run(args, out).await,
+                    Command::Agent(_)
+                    | Command::Version(_)
+                    | Command::Keygen(_)
+                    | Command::Config(_)
+                    | Command::Completions(_)
+                    | Command::Man(_) => {
                         unreachable!("handled above")
                     }
                 }
@@ -232,6 +294,25 @@ mod tests {
         run(cli.command, &mut Output::to(captured.clone()))?;
         let bytes = captured.0.lock().unwrap().clone();
         Ok(String::from_utf8(bytes)?)
+    }
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let e = anyhow::Error::new(io)
+            .context("cannot listen on 127.0.0.1:1 (udp): address in use. Choose another");
+        assert_eq!(
+            error_line(&e),
+            "cannot listen on 127.0.0.1:1 (udp): address in use. Choose another"
+        );
+        let e = anyhow::anyhow!("invalid handler coalesce \"2x\": expected a duration")
+            .context("rumor.toml:1:1: invalid handler coalesce \"2x\": expected a duration");
+        assert_eq!(
+            error_line(&e),
+            "rumor.toml:1:1: invalid handler coalesce \"2x\": expected a duration"
+        );
+        let e = anyhow::anyhow!("connection refused").context("cannot reach the agent");
+        assert_eq!(error_line(&e), "cannot reach the agent: connection refused");
     }
 
     #[test]

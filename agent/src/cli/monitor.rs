@@ -1,10 +1,8 @@
 //! `rumor monitor`.
 
-use rumor_handlers::event::Event;
-
 use super::output::Output;
 use super::{ControlArgs, Format, FormatArg};
-use crate::control::api::MonitorLine;
+use crate::control::api::{Event, MonitorLine};
 use crate::logging::parse_level;
 
 /// Stream the agent's logs and cluster events until Ctrl-C.
@@ -27,6 +25,13 @@ pub struct Args {
 pub async fn run(args: Args, out: &mut Output) -> anyhow::Result<()> {
     let client = args.control.client();
     let mut stream = client.monitor(args.log_level).await?;
+    // On stderr, so stdout stays only the stream (NDJSON with --format json); an idle agent
+    // prints nothing else for a long time, and a silent terminal reads as a hang.
+    eprintln!(
+        "Streaming logs at {} and above and cluster events from the agent at {} (Ctrl-C to stop)",
+        args.log_level.as_str().to_lowercase(),
+        client.endpoint()
+    );
     loop {
         let line = tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),

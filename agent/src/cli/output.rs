@@ -19,7 +19,7 @@ impl Output {
         }
     }
 
-    #[cfg(test)]
+    /// Output into `w` (a buffer whose text is reshaped, a test's capture).
     pub fn to(w: impl Write + Send + 'static) -> Self {
         Output { w: Box::new(w) }
     }
@@ -27,6 +27,11 @@ impl Output {
     /// Writes one line.
     pub fn line(&mut self, text: impl Display) -> io::Result<()> {
         writeln!(self.w, "{text}")
+    }
+
+    /// Writes `text` as it is (a rendered file or config keeps its own line ends).
+    pub fn write_str(&mut self, text: &str) -> io::Result<()> {
+        self.w.write_all(text.as_bytes())
     }
 
     /// Writes `value` as pretty-printed JSON followed by a newline.
@@ -48,8 +53,8 @@ impl Output {
     }
 }
 
-/// Pads every column but the last to its widest cell.
-pub fn align(rows: &[Vec<String>]) -> Vec<String> {
+/// The width of each column: its widest cell, in characters.
+pub fn column_widths(rows: &[Vec<String>]) -> Vec<usize> {
     let mut widths: Vec<usize> = Vec::new();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -60,6 +65,12 @@ pub fn align(rows: &[Vec<String>]) -> Vec<String> {
             }
         }
     }
+    widths
+}
+
+/// Pads every column but the last to its widest cell.
+pub fn align(rows: &[Vec<String>]) -> Vec<String> {
+    let widths = column_widths(rows);
     rows.iter()
         .map(|row| {
             let mut line = String::new();

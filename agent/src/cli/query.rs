@@ -7,9 +7,8 @@ use clap::ArgAction;
 use serde::Serialize;
 
 use super::output::Output;
-use super::{ControlArgs, Format, FormatArg, split_key_value};
-use crate::cluster::query::QueryUpdate;
-use crate::control::api::{Payload, QueryRequest};
+use super::{ControlArgs, Format, FormatArg, parse_duration, split_key_value};
+use crate::control::api::{Payload, QueryRequest, QueryUpdate};
 use crate::control::client::LineStream;
 
 /// Ask the cluster a question and collect the answers.
@@ -22,7 +21,7 @@ use crate::control::client::LineStream;
 pub struct Args {
     /// Query name; handlers select it with the filter `query:NAME`.
     name: String,
-    /// Payload handed to the handlers on stdin.
+    /// Payload handed to the handlers on stdin; `-` reads it from this command's stdin.
     #[arg(default_value = "")]
     payload: String,
     /// Only this node answers (repeatable).
@@ -47,11 +46,6 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
     split_key_value(s, "REGEX")
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration like 500ms or 10s: {e}"))
-}
-
 /// `--format json` output: the acks and the answers by node, as Serf's JSON output has them.
 #[derive(Debug, Default, Serialize)]
 pub struct QueryResult {
@@ -67,7 +61,11 @@ pub struct QueryResult {
 pub async fn run(args: Args, out: &mut Output) -> anyhow::Result<()> {
     let request = QueryRequest {
         name: args.name.clone(),
-        payload: Payload(args.payload.into_bytes()),
+        payload: Payload(if args.payload == "-" {
+            super::event::read_stdin()?
+        } else {
+            args.payload.into_bytes()
+        }),
         nodes: args.nodes,
         tags: args.tags.into_iter().collect(),
         timeout_ms: args.timeout.map(|d| d.as_millis() as u64),

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::output::Output;
-use super::query::{follow, parse_duration};
-use super::{ControlArgs, Format, FormatArg};
+use super::query::follow;
+use super::{ControlArgs, Format, FormatArg, parse_duration};
 use crate::control::api::ReachabilityRequest;
 
 /// Check that every live member answers through the gossip layer.

@@ -1,9 +1,7 @@
 //! `rumor version`.
 
 use super::output::Output;
-
-/// The gossip wire protocol this build speaks.
-const PROTOCOL_VERSION: u8 = 1;
+use crate::cluster::wire::PROTOCOL_VERSION;
 
 /// Print rumor's version and the gossip protocol version it speaks.
 #[derive(Debug, clap::Args)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rumor_handlers::event::Tags;
 
 use super::keyring::Keyring;
+use super::node::events::Retention;
 use super::profile::Profile;
 
 #[derive(Debug, Clone)]
@@ -43,4 +44,7 @@ pub struct ClusterConfig {
     /// to every member directly; larger ones use the broadcast tree. Normally
     /// [`plumtree::DIRECT_LIMIT`](super::plumtree::DIRECT_LIMIT); 0 always uses the tree.
     pub direct_push_limit: usize,
+    /// How many user events, and for how long, a node keeps for peers that missed them (a
+    /// partition, a restart): what an exchange can still supply.
+    pub event_retention: Retention,
 }

@@ -3,9 +3,9 @@
 //! Why: a node sends its own user event to up to 64 members at once (the broadcast tree's
 //! direct push), and every drain of the tree can hold relays and announcements to several
 //! peers. One system call per drain instead of one per frame saves the sender the entry and
-//! exit of each, and the whole burst is queued before the sender can be preempted. (Measured
-//! on 50 agents sharing 2 cores: the members' arrival times were as spread with one call as
-//! with 49; what spread them was each receiver's own work, see `rumor_handlers::thread`.)
+//! exit of each, and the whole burst is queued before the sender can be preempted. (It does
+//! not make the members' arrival times less spread: each receiver's own work does that, see
+//! `docs/performance.md`.)
 //!
 //! A failed datagram is retried once when the failure may be an earlier packet's ICMP error
 //! reported late ([`refused::may_be_an_earlier_error`]); the rest of the burst goes on

@@ -1,167 +1,13 @@
 //! The cluster's public face: a cheap, cloneable handle that sends commands to the actor task
-//! that owns the membership state, and the data types those commands return.
-
-use std::net::SocketAddr;
-use std::time::Duration;
+//! that owns the node. The data types the commands return are in `node/views.rs`.
 
 use rumor_handlers::event::Tags;
-use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::error::ClusterError;
-use super::keyring::SharedKeyring;
-use super::push_pull;
-use super::query::{QueryFilter, QueryUpdate};
-
-/// A query to send: what to ask, who should answer, how long to wait.
-#[derive(Debug, Clone, Default)]
-pub struct QueryParams {
-    pub name: String,
-    pub payload: Vec<u8>,
-    pub filter: QueryFilter,
-    /// `None`: a default that grows with the cluster size.
-    pub timeout: Option<Duration>,
-    /// Ask matching nodes to ack on receipt.
-    pub ack: bool,
-}
-
-/// Member status as Serf shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Alive,
-    /// Announced a graceful leave that has not completed yet.
-    Leaving,
-    Left,
-    Failed,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Alive => "alive",
-            Status::Leaving => "leaving",
-            Status::Left => "left",
-            Status::Failed => "failed",
-        }
-    }
-}
-
-impl std::str::FromStr for Status {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "alive" => Ok(Status::Alive),
-            "leaving" => Ok(Status::Leaving),
-            "left" => Ok(Status::Left),
-            "failed" => Ok(Status::Failed),
-            other => Err(format!(
-                "unknown status {other:?}: expected alive, leaving, left or failed"
-            )),
-        }
-    }
-}
-
-/// One member as `rumor members` and `GET /v1/members` show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MemberView {
-    pub name: String,
-    /// IP address only; the port is separate, as in Serf.
-    pub addr: std::net::IpAddr,
-    pub port: u16,
-    pub status: Status,
-    pub tags: Tags,
-    /// Bumped on every process start (and on an automatic rejoin after being declared dead).
-    pub generation: u64,
-    /// Unix time in milliseconds of the last status change seen by this node.
-    pub status_since_ms: u64,
-    /// Wire protocol version this build speaks.
-    pub protocol: u8,
-}
-
-/// `rumor info` / `GET /v1/info`: this agent's view of itself and the cluster.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClusterInfo {
-    pub node: String,
-    pub advertise: SocketAddr,
-    pub generation: u64,
-    /// `true` once another live member knows about us; `false` while alone or cut off.
-    pub connected: bool,
-    pub members_alive: usize,
-    pub members_leaving: usize,
-    pub members_left: usize,
-    pub members_failed: usize,
-    pub event_clock: u64,
-    pub max_event_bytes: usize,
-    pub profile: String,
-    /// Live nodes seen using a name another live node has (see the log).
-    #[serde(default)]
-    pub name_conflicts: Vec<String>,
-    #[serde(default)]
-    pub counters: Counters,
-    /// Send-to-receipt time of user events that reached this node by gossip.
-    #[serde(default)]
-    pub event_latency: super::latency::LatencyHistogram,
-}
-
-/// Monotonic counters kept by the cluster (also exported as metrics). Missing fields read
-/// as 0, so a client can talk to an agent of another version.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Counters {
-    pub packets_received: u64,
-    pub packets_sent: u64,
-    /// Datagrams rejected before reaching foca (bad magic, unknown version, truncated).
-    pub packets_rejected: u64,
-    /// Datagrams foca itself refused (decode errors, wrong destination, too big).
-    pub packets_invalid: u64,
-    /// Datagrams and frames that failed the encryption check: tampered, sealed with a key we
-    /// do not have, or plain where encryption is required (and the reverse).
-    pub packets_undecryptable: u64,
-    pub events_received: u64,
-    pub events_duplicate: u64,
-    pub events_too_old: u64,
-    /// Successful exchanges, those that found both sides in sync included.
-    pub push_pull_ok: u64,
-    /// Exchanges whose digests matched, so no state crossed.
-    pub push_pull_in_sync: u64,
-    pub push_pull_failed: u64,
-    /// Incoming push-pulls refused because their source exceeded the rate limit.
-    pub push_pull_rate_limited: u64,
-    /// Queries sent again, straight to a node that had not answered (one per node and try).
-    pub query_reasks: u64,
-    /// Probes of ours that got no answer, directly or indirectly: each starts a suspicion.
-    pub probes_failed: u64,
-    /// Packets to a member that its host refused (ICMP port unreachable: its agent is gone).
-    pub packets_refused: u64,
-    /// Members this node declared down because independent members confirmed a suspicion
-    /// (before foca's suspicion timer would have).
-    pub suspicions_confirmed: u64,
-    /// Copies of a user event or query that arrived after the first (each prunes a link of
-    /// the broadcast tree).
-    pub tree_duplicates: u64,
-    /// User events and queries asked for after only their announcement arrived (a lost
-    /// packet or a dead parent in the broadcast tree).
-    pub tree_grafts: u64,
-}
-
-/// One recently seen user event, for `rumor events`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SeenEvent {
-    pub name: String,
-    pub ltime: u64,
-    pub origin: String,
-    pub payload_bytes: usize,
-    /// Wall-clock time this agent first received it, unix nanoseconds.
-    pub received_unix_ns: u128,
-}
-
-/// Result of `join`: how many addresses answered, and why the others did not.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinReport {
-    pub joined: usize,
-    pub errors: Vec<String>,
-}
+use super::node::query::QueryUpdate;
+use super::node::views::{ClusterInfo, JoinReport, MemberList, MemberView, QueryParams, SeenEvent};
+use super::push_pull::{self, PushPull};
 
 /// A request to the actor. Each carries a channel for its answer.
 pub(crate) enum Command {
@@ -185,26 +31,8 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<(), ClusterError>>,
     },
     Leave(oneshot::Sender<()>),
-    /// Our state, to send to a peer in a push-pull exchange.
-    Snapshot {
-        join: bool,
-        reply: oneshot::Sender<push_pull::State>,
-    },
-    /// A peer's state received in a push-pull exchange (either side).
-    Merge {
-        remote: Box<push_pull::State>,
-        /// This is the answer to our own join: do not replay the cluster's event history.
-        answer_to_join: bool,
-        reply: Option<oneshot::Sender<()>>,
-    },
-    /// A push-pull (either side) found both states the same: nothing to merge (counted).
-    PushPullInSync,
-    /// A push-pull we started failed (counted, and retried by the actor's timers).
-    PushPullFailed,
-    /// An incoming push-pull stream failed the encryption check (counted).
-    PushPullUndecryptable,
-    /// An incoming push-pull was refused: its source exceeded the rate limit (counted).
-    PushPullRateLimited,
+    /// Answered at once: proves the actor's loop still turns (the systemd watchdog).
+    Ping(oneshot::Sender<()>),
     Query {
         params: QueryParams,
         reply: oneshot::Sender<Result<mpsc::UnboundedReceiver<QueryUpdate>, ClusterError>>,
@@ -222,13 +50,28 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub struct ClusterHandle {
     pub(crate) commands: mpsc::Sender<Command>,
-    pub(crate) push_pull_timeout: Duration,
-    pub(crate) max_push_pull_bytes: usize,
-    /// Seals and opens push-pull frames (and, in the actor, every packet).
-    pub(crate) keyring: SharedKeyring,
+    /// For joins: they run here, in the caller's task, not in the actor.
+    pub(crate) push_pull: PushPull,
+    /// The member list, republished by the actor on every change.
+    pub(crate) members: watch::Receiver<MemberList>,
 }
 
 impl ClusterHandle {
+    /// A handle whose commands are answered by whoever holds the receiver (the control API's
+    /// tests use a fake cluster this way); joins through it fail as if the agent stopped.
+    #[cfg(test)]
+    pub(crate) fn answered_by(commands: mpsc::Sender<Command>) -> ClusterHandle {
+        let (requests, _) = mpsc::channel(1);
+        let keyring = super::keyring::SharedKeyring::default();
+        let timeout = std::time::Duration::from_secs(1);
+        let (_, members) = watch::channel(MemberList::default());
+        ClusterHandle {
+            commands,
+            push_pull: PushPull::new(requests, keyring, timeout),
+            members,
+        }
+    }
+
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -241,6 +84,13 @@ impl ClusterHandle {
         rx.await.map_err(|_| ClusterError::Stopped)
     }
 
+    /// The member list as the cluster last published it, and every later version: for readers
+    /// that must answer without waiting on the cluster (`borrow()` is the current list,
+    /// `changed().await` waits for the next). Empty until the cluster has started.
+    pub fn watch_members(&self) -> watch::Receiver<MemberList> {
+        self.members.clone()
+    }
+
     /// Every member this node knows, including itself, sorted by name.
     pub async fn members(&self) -> Result<Vec<MemberView>, ClusterError> {
         self.ask(Command::Members).await
@@ -248,6 +98,11 @@ impl ClusterHandle {
 
     pub async fn info(&self) -> Result<ClusterInfo, ClusterError> {
         self.ask(Command::Info).await
+    }
+
+    /// Returns once the actor has taken a command off its queue: the gossip loop is turning.
+    pub async fn ping(&self) -> Result<(), ClusterError> {
+        self.ask(Command::Ping).await
     }
 
     /// The user events still in the deduplication window, oldest first.
@@ -297,7 +152,7 @@ impl ClusterHandle {
             errors: Vec::new(),
         };
         for addr in addrs {
-            match push_pull::join_one(self, addr).await {
+            match push_pull::join_one(&self.push_pull, addr).await {
                 Ok(()) => report.joined += 1,
                 Err(e) => report.errors.push(format!("{addr}: {e}")),
             }
@@ -316,6 +171,25 @@ impl ClusterHandle {
         self.ask(|reply| Command::Query { params, reply }).await?
     }
 
+    /// Whether gossip is encrypted now (a reload can turn it on).
+    pub fn encrypted(&self) -> bool {
+        self.push_pull.keyring.read().is_some()
+    }
+
+    /// Sets encryption anew on a reload: turns it on with `key` if it is off, and sets how
+    /// strictly it applies (the staged move of a live cluster to encryption). Returns what it
+    /// is now, for the reload's report.
+    pub fn set_encryption(
+        &self,
+        key: Option<&str>,
+        verify_incoming: bool,
+        verify_outgoing: bool,
+    ) -> Result<String, String> {
+        self.push_pull
+            .keyring
+            .restage(key, verify_incoming, verify_outgoing)
+    }
+
     /// Answers a query this node received (from the handlers). Late answers are dropped.
     pub async fn respond(
         &self,
@@ -327,30 +201,5 @@ impl ClusterHandle {
             .send(Command::Respond { origin, id, answer })
             .await
             .map_err(|_| ClusterError::Stopped)
-    }
-
-    pub(crate) async fn snapshot(&self, join: bool) -> Result<push_pull::State, ClusterError> {
-        self.ask(|reply| Command::Snapshot { join, reply }).await
-    }
-
-    /// Counts an exchange that found both sides in sync.
-    pub(crate) async fn in_sync(&self) -> Result<(), ClusterError> {
-        self.commands
-            .send(Command::PushPullInSync)
-            .await
-            .map_err(|_| ClusterError::Stopped)
-    }
-
-    pub(crate) async fn merge(
-        &self,
-        remote: push_pull::State,
-        answer_to_join: bool,
-    ) -> Result<(), ClusterError> {
-        self.ask(|reply| Command::Merge {
-            remote: Box::new(remote),
-            answer_to_join,
-            reply: Some(reply),
-        })
-        .await
     }
 }

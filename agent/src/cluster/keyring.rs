@@ -8,12 +8,13 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Bytes of an AES-256 key.
@@ -95,10 +96,15 @@ impl fmt::Debug for Key {
     }
 }
 
-/// The installed keys; the first is the primary.
+/// The installed keys; the first is the primary. While a cluster moves to encryption (see
+/// [`Keyring::staged`]) it may also send in the clear, or accept what is sent in the clear.
 pub struct Keyring {
     keys: Vec<(Key, LessSafeKey)>,
     rng: SystemRandom,
+    /// Send in the clear (`encrypt_verify_outgoing = false`).
+    send_plain: bool,
+    /// Accept what arrives in the clear (`encrypt_verify_incoming = false`).
+    accept_plain: bool,
 }
 
 impl fmt::Debug for Keyring {
@@ -109,7 +115,7 @@ impl fmt::Debug for Keyring {
 
 impl Clone for Keyring {
     fn clone(&self) -> Self {
-        Keyring::new(self.keys().cloned().collect())
+        Keyring::new(self.keys().cloned().collect()).staged(!self.accept_plain, !self.send_plain)
     }
 }
 
@@ -119,11 +125,38 @@ impl Keyring {
         let mut ring = Keyring {
             keys: Vec::new(),
             rng: SystemRandom::new(),
+            send_plain: false,
+            accept_plain: false,
         };
         for key in keys {
             ring.install(key);
         }
         ring
+    }
+
+    /// How strictly the keys are used, for moving a live cluster to encryption in three
+    /// steps: every node accepts both and sends in the clear (`false`, `false`), then sends
+    /// sealed (`false`, `true`), then refuses the clear (`true`, `true`: the default).
+    pub fn staged(mut self, verify_incoming: bool, verify_outgoing: bool) -> Keyring {
+        self.accept_plain = !verify_incoming;
+        self.send_plain = !verify_outgoing;
+        self
+    }
+
+    /// Sets how strictly the keys are used (see [`Keyring::staged`]) in place.
+    pub fn set_stage(&mut self, verify_incoming: bool, verify_outgoing: bool) {
+        self.accept_plain = !verify_incoming;
+        self.send_plain = !verify_outgoing;
+    }
+
+    /// Whether what is sent goes sealed.
+    pub fn seals(&self) -> bool {
+        !self.send_plain
+    }
+
+    /// Whether what arrives in the clear is accepted too.
+    pub fn accepts_plain(&self) -> bool {
+        self.accept_plain
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &Key> {
@@ -218,7 +251,7 @@ impl Keyring {
         data_dir.join(KEYRING_FILE)
     }
 
-    /// Reads a keyring file: a JSON list of base64 keys, primary first.
+    /// Reads a keyring file: a JSON list of base64 keys, primary first (Serf's format too).
     pub fn load(path: &Path) -> Result<Keyring, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the keyring {}: {e}", path.display()))?;
@@ -237,27 +270,70 @@ impl Keyring {
 
     /// Writes the keyring file (mode 0600) atomically: a crash leaves the old or the new one.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let list: Vec<String> = self.keys().map(Key::to_base64).collect();
         let text = serde_json::to_string_pretty(&list).expect("a list of strings is JSON");
-        let tmp = path.with_extension("json.tmp");
-        {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        write_private(path, &text)
+    }
+}
+
+/// Writes `text` (and a newline) to `path` atomically with mode 0600: into a temporary file
+/// beside it, synced, renamed over it, and the directory synced.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    let tmp = PathBuf::from(name);
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Where a key change stands among all others: the Lamport time of the query that carried it,
+/// then its asker's name. Every node orders changes the same way, and applies a change only
+/// if it is later than the last one it applied.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KeyChangeStamp {
+    pub ltime: u64,
+    pub origin: String,
+}
+
+impl KeyChangeStamp {
+    /// Where the last change applied to the keyring at `keyring` is kept: beside it, in a
+    /// file of its own, so the keyring stays a plain list (Serf's format, used in place).
+    pub fn file_for(keyring: &Path) -> PathBuf {
+        keyring.with_extension("order")
+    }
+
+    /// The last change applied, if one was recorded (an unreadable record reads as none, said
+    /// in the log: the keys themselves are intact).
+    fn read(path: &Path) -> Option<KeyChangeStamp> {
+        let text = std::fs::read_to_string(path).ok()?;
+        serde_json::from_str(&text)
+            .inspect_err(|e| {
+                tracing::warn!("ignoring the key change record {}: {e}", path.display())
+            })
+            .ok()
+    }
+
+    fn save(&self, path: &Path) -> std::io::Result<()> {
+        write_private(
+            path,
+            &serde_json::to_string(self).expect("plain data is JSON"),
+        )
     }
 }
 
@@ -275,19 +351,72 @@ pub enum KeyChange {
 pub struct SharedKeyring {
     keys: Arc<RwLock<Option<Keyring>>>,
     file: Option<PathBuf>,
+    /// The last key change applied (kept beside the keyring file too).
+    last_change: Arc<Mutex<Option<KeyChangeStamp>>>,
 }
 
 impl SharedKeyring {
+    /// `keys` as the agent resolved them; the last change applied is read back from `file`.
     pub fn new(keys: Option<Keyring>, file: Option<PathBuf>) -> Self {
+        let last_change = file
+            .as_deref()
+            .and_then(|f| KeyChangeStamp::read(&KeyChangeStamp::file_for(f)));
         SharedKeyring {
             keys: Arc::new(RwLock::new(keys)),
             file,
+            last_change: Arc::new(Mutex::new(last_change)),
         }
     }
 
     /// The current keys. Do not hold the guard across an `.await`.
     pub fn read(&self) -> RwLockReadGuard<'_, Option<Keyring>> {
         self.keys.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A running agent's encryption set anew (a reload): turned on with `key` when it is off
+    /// (the keyring file is written first), and applied as strictly as `verify_incoming` and
+    /// `verify_outgoing` say. Turning it off needs a restart. Returns what it is now.
+    pub fn restage(
+        &self,
+        key: Option<&str>,
+        verify_incoming: bool,
+        verify_outgoing: bool,
+    ) -> Result<String, String> {
+        let mut guard = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let mut note = "";
+        match (guard.as_mut(), key) {
+            (Some(ring), key) => {
+                let configured = key.and_then(|k| Key::parse(k).ok());
+                if configured.is_some_and(|k| !ring.keys().any(|have| *have == k)) {
+                    note = "; the config's `encrypt` key is not applied: change keys with `rumor keys`";
+                }
+                ring.set_stage(verify_incoming, verify_outgoing);
+            }
+            (None, None) => return Ok("encryption off".into()),
+            (None, Some(key)) => {
+                let key = Key::parse(key).map_err(|e| format!("encrypt: {e}"))?;
+                let ring = Keyring::new(vec![key]).staged(verify_incoming, verify_outgoing);
+                if let Some(file) = &self.file {
+                    ring.save(file)
+                        .map_err(|e| format!("cannot write the keyring {}: {e}", file.display()))?;
+                }
+                *guard = Some(ring);
+            }
+        }
+        let ring = guard.as_ref().expect("set above");
+        let sending = if ring.seals() {
+            "sealed"
+        } else {
+            "in the clear"
+        };
+        let accepting = if ring.accepts_plain() {
+            "both"
+        } else {
+            "sealed only"
+        };
+        Ok(format!(
+            "encryption on (sending {sending}, accepting {accepting}){note}"
+        ))
     }
 
     /// The installed keys in base64, primary first (empty when encryption is off).
@@ -298,14 +427,24 @@ impl SharedKeyring {
             .unwrap_or_default()
     }
 
-    /// Applies a change, persists the keyring file, and returns the keys afterwards. The file
-    /// is written before the change takes effect in memory, so a node never runs with keys it
-    /// would lose on restart.
-    pub fn change(&self, change: &KeyChange) -> Result<Vec<String>, String> {
+    /// Applies a change made at `stamp`, persists the keyring file, and returns the keys
+    /// afterwards. A change no later than the last one applied is refused: a captured
+    /// `rumor keys` sent again cannot undo a newer change. The file is written before the
+    /// change takes effect in memory, so a node never runs with keys it would lose on restart.
+    pub fn change(&self, change: &KeyChange, stamp: KeyChangeStamp) -> Result<Vec<String>, String> {
         let mut guard = self.keys.write().unwrap_or_else(|p| p.into_inner());
         let Some(current) = guard.as_ref() else {
             return Err("encryption is not enabled on this node (start it with --encrypt)".into());
         };
+        let mut last = self.last_change.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(applied) = last.as_ref()
+            && stamp <= *applied
+        {
+            return Err(format!(
+                "refused: this key change (time {} from {}) is not later than the last one applied (time {} from {}); a change sent again is never applied twice",
+                stamp.ltime, stamp.origin, applied.ltime, applied.origin
+            ));
+        }
         let mut next = current.clone();
         match change {
             KeyChange::Install(key) => next.install(key.clone()),
@@ -313,11 +452,18 @@ impl SharedKeyring {
             KeyChange::Remove(key) => next.remove(key).map_err(|e| e.to_string())?,
         }
         if let Some(file) = &self.file {
+            // The order first: a crash between the two leaves the change refused if sent
+            // again, never an older change accepted.
+            let order = KeyChangeStamp::file_for(file);
+            stamp
+                .save(&order)
+                .map_err(|e| format!("cannot write {}: {e}", order.display()))?;
             next.save(file)
                 .map_err(|e| format!("cannot write the keyring {}: {e}", file.display()))?;
         }
         let keys = next.keys().map(Key::to_base64).collect();
         *guard = Some(next);
+        *last = Some(stamp);
         Ok(keys)
     }
 }
@@ -413,5 +559,34 @@ mod tests {
         assert!(Keyring::load(&path).unwrap_err().contains("no keys"));
         std::fs::write(&path, "{").unwrap();
         assert!(Keyring::load(&path).unwrap_err().contains("JSON"));
+    }
+
+    fn stamp(ltime: u64, origin: &str) -> KeyChangeStamp {
+        KeyChangeStamp {
+            ltime,
+            origin: origin.into(),
+        }
+    }
+
+    #[test]
+    fn an_older_key_change_never_undoes_a_newer_one_even_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Keyring::file_in(dir.path());
+        let (first, second) = (Key::generate(), Key::generate());
+        let shared =
+            SharedKeyring::new(Some(Keyring::new(vec![first.clone()])), Some(path.clone()));
+        let install = KeyChange::Install(second.clone());
+        shared.change(&install, stamp(5, "a")).unwrap();
+        shared
+            .change(&KeyChange::Remove(second.clone()), stamp(6, "b"))
+            .unwrap();
+        // The install, sent again: refused, the key stays removed.
+        let err = shared.change(&install, stamp(5, "a")).unwrap_err();
+        assert!(err.contains("not later"), "{err}");
+        assert_eq!(shared.list(), [first.to_base64()]);
+        // After a restart the order is read back from the file.
+        let restarted = SharedKeyring::new(Some(Keyring::load(&path).unwrap()), Some(path));
+        assert!(restarted.change(&install, stamp(5, "a")).is_err());
+        assert!(restarted.change(&install, stamp(7, "a")).is_ok());
     }
 }

@@ -1,42 +1,40 @@
-//! The cluster: membership over foca, our wire envelope, tags, user events, anti-entropy.
-//! It knows nothing of handlers: it emits [`rumor_handlers::event::Event`]s on a channel.
+//! The cluster: membership over foca, our wire envelope, tags, user events, queries and
+//! anti-entropy. It knows nothing of handlers: it emits [`rumor_handlers::event::Event`]s on a
+//! channel.
 //!
-//! Layout: `identity`, `wire`, `message` are the formats; `members`, `event_buffer`,
-//! `lamport`, `state` the decisions (pure, unit-tested); `actor`, `timers`, `push_pull` the
-//! I/O around them; `handle` the API the rest of the agent uses.
+//! Layout: `node/` is the core with no I/O — every decision, as inputs in and effects out,
+//! one module per concern ([`node::Node`]). Around it: `actor.rs` drives one node over a UDP
+//! socket and a timer queue, `push_pull.rs` runs state exchanges over TCP, `wire.rs` and
+//! `keyring.rs` are the envelope and its encryption, `snapshot.rs` the file a restart rejoins
+//! from, `sim/` drives thousands of nodes in simulated time, and `handle.rs` is the API the
+//! rest of the agent uses. Imports flow one way: the drivers use the node, never the reverse.
 
 mod actor;
+mod admission;
 pub mod config;
 mod datagrams;
 pub mod error;
-pub mod event_buffer;
+mod frames;
 pub mod handle;
-mod heartbeat;
-pub mod identity;
+mod key_queries;
 pub mod keyring;
-mod lamport;
-pub mod latency;
-pub(crate) mod log_limit;
-mod members;
-pub mod message;
-pub mod plumtree;
+pub mod node;
 pub mod profile;
 pub(crate) mod push_pull;
-pub mod query;
 mod rate_limit;
-mod recent;
 mod refused;
-mod runtime;
 pub mod sim;
 pub mod snapshot;
-mod state;
-mod suspicion;
 mod timers;
 pub mod wire;
+
+// The node's formats and views, under the names the rest of the agent uses.
+pub use node::{events, identity, latency, message, plumtree, query};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use rand::rngs::StdRng;
 use rumor_handlers::event::Event;
 use thiserror::Error;
 use tokio::net::{TcpListener, UdpSocket};
@@ -44,16 +42,23 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+pub use admission::ConnectionCounts;
 pub use config::ClusterConfig;
 pub use error::ClusterError;
-pub use handle::{
-    ClusterHandle, ClusterInfo, JoinReport, MemberView, QueryParams, SeenEvent, Status,
-};
+/// The push-pull stream's frames, for the fuzz targets (`fuzz/`) that feed them bytes.
+pub use frames::{FrameError, MAX_FRAME_BYTES, read_frame, write_frame};
+pub use handle::ClusterHandle;
 pub use identity::NodeId;
+pub use node::views::{
+    ClusterInfo, Counters, HEALTH_TAG_PREFIX, JoinReport, MemberList, MemberView, QueryParams,
+    SeenEvent, Status,
+};
 pub use profile::Profile;
+pub use push_pull::{Offer, PushPullError, Reply};
 
-use actor::Actor;
-use state::{ClusterState, SharedState};
+use actor::{Actor, Wiring};
+use node::{Node, Now};
+use push_pull::PushPull;
 
 /// Binds UDP and TCP on the same port. With port 0 the UDP socket picks a free port, and TCP
 /// may find that port taken (by a TCP socket of another process): then it tries again with
@@ -167,77 +172,49 @@ pub async fn start(config: ClusterConfig) -> Result<Running, StartError> {
     let local = NodeId::starting_now(config.node.clone(), advertise);
     info!(node = %local.name, %bound, %advertise, generation = local.generation, profile = config.profile.as_str(), "cluster listening");
 
-    let state = SharedState::new(ClusterState::new(local.clone(), config.tags.clone()));
     let mut config = config;
-    let snapshotter = match config.snapshot_file.clone() {
-        None => None,
-        Some(path) => {
-            let (restored, problem) = snapshot::load(&path);
-            if let Some(problem) = problem {
-                tracing::warn!("snapshot: {problem}");
-            }
-            {
-                let mut s = state.lock();
-                s.event_clock
-                    .witness(restored.event_clock.saturating_sub(1));
-                s.query_clock
-                    .witness(restored.query_clock.saturating_sub(1));
-            }
-            let rejoin = !restored.left || config.rejoin_after_leave;
-            let known: Vec<String> = restored
-                .alive
-                .iter()
-                .filter(|(name, _)| **name != config.node)
-                .map(|(_, addr)| addr.to_string())
-                .collect();
-            if !known.is_empty() && rejoin {
-                info!(
-                    members = known.len(),
-                    "snapshot: will rejoin the members known before the restart"
-                );
-                config.retry_join.extend(known);
-            } else if !known.is_empty() {
-                info!(
-                    "snapshot: this node left the cluster last time; not rejoining (set rejoin_after_leave, or join explicitly)"
-                );
-            }
-            let restarted = restored.event_clock > 0 || !restored.alive.is_empty();
-            match snapshot::Snapshotter::open(path.clone(), restored) {
-                Ok(s) => Some((s, restarted)),
-                Err(e) => {
-                    tracing::error!(
-                        "snapshot {}: cannot write ({e}); running without one",
-                        path.display()
-                    );
-                    None
-                }
-            }
-        }
+    let restored = match config.snapshot_file.clone() {
+        None => Restored::default(),
+        Some(path) => restore_snapshot(path, &mut config),
     };
+    let mut node = Node::new(
+        config.clone(),
+        local.clone(),
+        restored.restarted,
+        rand::make_rng::<StdRng>(),
+        rand::make_rng::<StdRng>(),
+        Now::real(),
+    );
+    node.restore_clocks(restored.clocks);
     let (commands_tx, commands_rx) = mpsc::channel(1024);
+    let (requests_tx, requests_rx) = mpsc::channel(1024);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let keyring = keyring::SharedKeyring::new(config.keyring.clone(), config.keyring_file.clone());
+    let port = PushPull::new(requests_tx, keyring, config.profile.push_pull_timeout());
+    let (members_tx, members_rx) = tokio::sync::watch::channel(MemberList::default());
     let handle = ClusterHandle {
         commands: commands_tx,
-        push_pull_timeout: config.profile.push_pull_timeout(),
-        max_push_pull_bytes: push_pull::MAX_FRAME_BYTES,
-        keyring: keyring::SharedKeyring::new(config.keyring.clone(), config.keyring_file.clone()),
+        push_pull: port.clone(),
+        members: members_rx,
     };
 
-    tokio::spawn(push_pull::serve(listener, handle.clone()));
+    tokio::spawn(push_pull::serve(listener, port.clone()));
     if !config.retry_join.is_empty() {
-        tokio::spawn(retry_join(handle.clone(), config.retry_join.clone()));
+        tokio::spawn(retry_join(port.clone(), config.retry_join.clone()));
     }
     let actor = Actor::new(
-        config,
-        snapshotter,
-        local.clone(),
-        state,
-        Arc::new(socket),
-        commands_rx,
-        handle.clone(),
-        events_tx,
-    )
-    .noticing_refusals(refusals);
+        node,
+        Wiring {
+            socket: Arc::new(socket),
+            commands: commands_rx,
+            requests: requests_rx,
+            push_pull: port,
+            events: events_tx,
+            snapshot: restored.writer,
+            notice_refusals: refusals,
+            members: members_tx,
+        },
+    );
     let task = tokio::spawn(actor.run());
     Ok(Running {
         handle,
@@ -247,14 +224,83 @@ pub async fn start(config: ClusterConfig) -> Result<Running, StartError> {
     })
 }
 
+/// What a previous run left for this one.
+#[derive(Default)]
+struct Restored {
+    /// The snapshot file, open for this run.
+    writer: Option<snapshot::Snapshotter>,
+    /// The event and query clocks to continue from.
+    clocks: (u64, u64),
+    /// This process continues an earlier one (see [`Node::new`]).
+    restarted: bool,
+}
+
+/// Reads the snapshot a previous run left: adds the members it knew to `retry_join` (unless
+/// it left on purpose), and opens the file for this run.
+fn restore_snapshot(path: std::path::PathBuf, config: &mut ClusterConfig) -> Restored {
+    let (restored, problem) = snapshot::load(&path);
+    if let Some(problem) = problem {
+        tracing::warn!("snapshot: {problem}");
+    }
+    let clocks = (restored.event_clock, restored.query_clock);
+    let rejoin = !restored.left || config.rejoin_after_leave;
+    let known: Vec<String> = restored
+        .alive
+        .iter()
+        .filter(|(name, _)| **name != config.node)
+        .map(|(_, addr)| addr.to_string())
+        .collect();
+    if !known.is_empty() && rejoin {
+        info!(
+            members = known.len(),
+            "snapshot: will rejoin the members known before the restart"
+        );
+        config.retry_join.extend(known);
+    } else if !known.is_empty() {
+        info!(
+            "snapshot: this node left the cluster last time; not rejoining (set rejoin_after_leave, or join explicitly)"
+        );
+    }
+    let restarted = restored.event_clock > 0 || !restored.alive.is_empty();
+    match snapshot::Snapshotter::open(path.clone(), restored) {
+        Ok(writer) => Restored {
+            writer: Some(writer),
+            clocks,
+            restarted,
+        },
+        Err(e) => {
+            tracing::error!(
+                "snapshot {}: cannot write ({e}); running without one",
+                path.display()
+            );
+            Restored {
+                clocks,
+                ..Restored::default()
+            }
+        }
+    }
+}
+
+/// How often a retry-join that keeps failing says so again (the first failures are said at
+/// once): often enough that an operator sees why a node stays alone, rarely enough not to
+/// flood the log of a node whose seeds are down for hours.
+const RETRY_JOIN_REMINDER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Tries the `retry_join` addresses with backoff (1 s doubling to 30 s) until one answers.
-async fn retry_join(handle: ClusterHandle, addrs: Vec<String>) {
+async fn retry_join(port: PushPull, addrs: Vec<String>) {
     let mut backoff = std::time::Duration::from_secs(1);
+    let mut last_said: Option<tokio::time::Instant> = None;
+    let mut rounds = 0u64;
     loop {
+        rounds += 1;
+        let say = last_said.is_none_or(|t| t.elapsed() >= RETRY_JOIN_REMINDER);
+        if say {
+            last_said = Some(tokio::time::Instant::now());
+        }
         for addr in &addrs {
-            match push_pull::join_one(&handle, addr).await {
+            match push_pull::join_one(&port, addr).await {
                 Ok(()) => {
-                    info!(%addr, "retry-join: joined the cluster");
+                    info!(%addr, attempts = rounds, "retry-join: joined the cluster");
                     return;
                 }
                 Err(push_pull::PushPullError::Stopped) => return,
@@ -262,7 +308,13 @@ async fn retry_join(handle: ClusterHandle, addrs: Vec<String>) {
                     tracing::error!(%addr, "retry-join gave up: {e}");
                     return;
                 }
-                Err(e) => tracing::debug!(%addr, "retry-join failed: {e}"),
+                Err(e) if say => tracing::warn!(
+                    %addr,
+                    attempts = rounds,
+                    "retry-join failed: {e}; trying again in {}s, and on until one answers",
+                    backoff.as_secs()
+                ),
+                Err(e) => tracing::debug!(%addr, attempts = rounds, "retry-join failed: {e}"),
             }
         }
         tokio::time::sleep(backoff).await;

@@ -35,8 +35,8 @@ impl Profile {
         let mut config = self.base_foca_config(members);
         // foca passes each update and broadcast on 4·log10(n+1) times (6 at 50 nodes); with
         // the eager relay spending a third of that at once, some nodes of a 50-node cluster
-        // never got an event by gossip (1 in ~35 events in the benchmark). Twice the budget
-        // costs a few packets per event and nothing at idle.
+        // never got an update by gossip. Twice the budget costs a few packets per update and
+        // nothing at idle.
         config.max_transmissions = config
             .max_transmissions
             .saturating_mul(std::num::NonZeroU8::new(2).expect("2 is not zero"));
@@ -45,8 +45,8 @@ impl Profile {
 
     /// foca's `Config::new_lan` / `new_wan` (memberlist's default LAN and WAN settings),
     /// written out, plus `local`. Written out because foca computes them with the C library's
-    /// `log10`, and that call, with two of ours, was all the agent loaded `libm.so` for: 0.44 MB
-    /// of every agent's resident memory.
+    /// `log10`, and that call, with two of ours, was all the agent loaded `libm.so` for: a
+    /// library mapped into every agent's resident memory.
     fn base_foca_config(self, members: usize) -> foca::Config {
         let periodic = |millis: u64, members: usize| {
             Some(foca::PeriodicParams {

@@ -34,6 +34,7 @@ fn config(name: &str) -> ClusterConfig {
         snapshot_file: None,
         rejoin_after_leave: false,
         direct_push_limit: super::plumtree::DIRECT_LIMIT,
+        event_retention: Default::default(),
     }
 }
 
@@ -190,7 +191,7 @@ async fn five_nodes_converge_spread_events_tags_and_leaves() {
         .await
         .expect("leave completes in time")
         .unwrap();
-    timeout(Duration::from_secs(1), leaver.task)
+    timeout(Duration::from_secs(10), leaver.task)
         .await
         .expect("actor stops")
         .unwrap();
@@ -454,6 +455,9 @@ async fn a_crashed_member_is_declared_failed_by_confirmed_suspicion() {
         })
         .await;
     }
+    // The member list published to readers that must not wait (DNS, templates) follows too.
+    let mut watched = nodes[0].handle.watch_members();
+    assert_eq!(watched.borrow_and_update().len(), 5);
     // Crash c4: its actor and socket vanish without a word.
     let crashed = nodes.pop().unwrap();
     crashed.task.abort();
@@ -461,6 +465,15 @@ async fn a_crashed_member_is_declared_failed_by_confirmed_suspicion() {
     let killed = Instant::now();
     wait_listed(&nodes, "c4", Status::Failed).await;
     let took = killed.elapsed();
+    let failed_in_view = |list: &MemberList| {
+        list.iter()
+            .any(|m| m.name == "c4" && m.status == Status::Failed)
+    };
+    let published = timeout(Duration::from_secs(1), watched.wait_for(failed_in_view)).await;
+    assert!(
+        published.is_ok(),
+        "the published list does not show c4 failed"
+    );
     let (mut confirmed, mut refused) = (0, 0);
     for n in &nodes {
         let counters = n.handle.info().await.unwrap().counters;
@@ -492,27 +505,36 @@ async fn a_crashed_member_is_declared_failed_by_confirmed_suspicion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_join_keeps_trying_until_the_seed_appears() {
-    // A port with nothing on it yet: the seed will start there later.
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let seed_addr = format!("127.0.0.1:{port}");
-    let mut config = config("late-joiner");
-    config.retry_join = vec![seed_addr.clone()];
-    let joiner = start(config.clone()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await; // let the first attempts fail
-    config.node = "seed".into();
-    config.bind = seed_addr.parse().unwrap();
-    config.advertise = config.bind;
-    config.retry_join = vec![];
-    let seed = start(config).await.expect("the seed binds the port");
-    wait_for("the joiner to reach the seed", async || {
-        seed.handle.members().await.unwrap().len() == 2
-            && joiner.handle.members().await.unwrap().len() == 2
-    })
-    .await;
+    // A port with nothing on it yet: the seed will start there later. Another test may take
+    // the port (its TCP side) in between; then the scenario starts again on a new one.
+    for _attempt in 0..5 {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let seed_addr = format!("127.0.0.1:{port}");
+        let mut config = config("late-joiner");
+        config.retry_join = vec![seed_addr.clone()];
+        let joiner = start(config.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await; // let the first attempts fail
+        config.node = "seed".into();
+        config.bind = seed_addr.parse().unwrap();
+        config.advertise = config.bind;
+        config.retry_join = vec![];
+        let seed = match start(config).await {
+            Ok(seed) => seed,
+            Err(e) if format!("{e:?}").contains("AddrInUse") => continue,
+            Err(e) => panic!("the seed binds the port: {e:?}"),
+        };
+        wait_for("the joiner to reach the seed", async || {
+            seed.handle.members().await.unwrap().len() == 2
+                && joiner.handle.members().await.unwrap().len() == 2
+        })
+        .await;
+        return;
+    }
+    panic!("five free ports were all taken before the seed could bind one");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,9 +586,10 @@ async fn a_second_node_with_a_live_members_name_refuses_to_join_and_both_sides_r
 }
 
 /// Periodic anti-entropy opens with a digest: a peer that knows the same answers "in sync"
-/// and nothing crosses; a peer that differs gets our state and sends its own, as before.
+/// and nothing crosses; a peer that differs answers with its state, and each side gets the
+/// user events it has not delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn digest_exchanges_skip_equal_states_and_merge_different_ones() {
+async fn digest_exchanges_skip_equal_states_and_carry_missed_events() {
     let a = node("da").await;
     let mut b = node("db").await;
     b.handle
@@ -577,16 +600,16 @@ async fn digest_exchanges_skip_equal_states_and_merge_different_ones() {
         wait_for("2 alive members", async || statuses(n).await.len() == 2).await;
     }
     let b_addr: std::net::SocketAddr = b.addr.parse().unwrap();
+    let digest_of = async |n: &Node| {
+        let state = n.handle.push_pull.local_state(false, None).await.unwrap();
+        node::exchange::digest(&state)
+    };
     wait_for("a and b to agree", async || {
-        let (sa, sb) = (
-            a.handle.snapshot(false).await.unwrap(),
-            b.handle.snapshot(false).await.unwrap(),
-        );
-        push_pull::digest(&sa) == push_pull::digest(&sb)
+        digest_of(&a).await == digest_of(&b).await
     })
     .await;
-    let same = a.handle.snapshot(false).await.unwrap();
-    let answer = push_pull::exchange(b_addr, same, push_pull::Mode::Digest, &a.handle)
+    let digest = node::exchange::Mode::Digest;
+    let answer = push_pull::exchange(b_addr, digest, false, &a.handle.push_pull)
         .await
         .expect("exchange");
     assert!(answer.is_none(), "equal states must not be exchanged");
@@ -595,16 +618,14 @@ async fn digest_exchanges_skip_equal_states_and_merge_different_ones() {
     })
     .await;
 
-    // A state with an event b never heard of: b answers with its state, then gets ours.
-    let mut ahead = a.handle.snapshot(false).await.unwrap();
-    ahead.events.push(rumor_handlers::event::UserEvent {
-        ltime: ahead.event_ltime + 1,
-        name: "missed".into(),
-        payload: b"by gossip".to_vec(),
-        coalesce: false,
-        origin: "da".into(),
-    });
-    let answer = push_pull::exchange(b_addr, ahead, push_pull::Mode::Digest, &a.handle)
+    // A node b never heard of sent an event: its exchange with b differs, and b gets the
+    // event it missed (c's own, which c keeps for others).
+    let c = node("dc").await;
+    c.handle
+        .send_event("missed".into(), b"by gossip".to_vec(), false)
+        .await
+        .unwrap();
+    let answer = push_pull::exchange(b_addr, digest, false, &c.handle.push_pull)
         .await
         .expect("exchange");
     assert_eq!(answer.expect("b's state").from.name, "db");

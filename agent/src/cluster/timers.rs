@@ -1,5 +1,5 @@
-//! The actor's single timer queue: foca's timers and our own periodic work, delivered in
-//! deadline order by the one task that owns foca (never a task per timer, which reorders
+//! The actor's single timer queue: the node's timers (foca's among them), delivered in
+//! deadline order by the one task that owns the node (never a task per timer, which reorders
 //! them under load).
 
 use std::cmp::{Ordering, Reverse};
@@ -7,40 +7,8 @@ use std::collections::BinaryHeap;
 
 use tokio::time::Instant;
 
-use super::identity::NodeId;
-
-/// Something the actor must do at a given time.
-#[derive(Debug)]
-pub enum Tick {
-    /// A timer foca asked for; handed back exactly as given.
-    Swim(foca::Timer<NodeId>),
-    /// Exchange full state with a random peer.
-    PushPull,
-    /// Remove members failed or left for longer than their timeouts.
-    Reap,
-    /// Not connected: announce ourselves to join addresses and known members again.
-    Reannounce,
-    /// A graceful leave is in progress: is it done spreading?
-    LeaveCheck,
-    /// The timeout of a query we asked (by id).
-    QueryDeadline(u32),
-    /// Ask the nodes that have not answered a query of ours again (by id).
-    QueryReask(u32),
-    /// Forget received queries whose asker stopped waiting.
-    ExpireQueries,
-    /// A first join did not answer in time: stop holding user events.
-    ReleaseHeldEvents,
-    /// Write what changed to the snapshot file.
-    SnapshotFlush,
-    /// Try to reach a failed member again.
-    Reconnect,
-    /// The next step of confirming a suspicion of this member (ping again, or report it).
-    ConfirmSuspect(NodeId),
-    /// The broadcast tree's own timers (ask for a missing broadcast, link again).
-    Tree(super::plumtree::TreeTimer),
-    /// Send the next heartbeat on the ring.
-    Heartbeat,
-}
+use super::node::Tick;
+use super::node::identity::NodeId;
 
 /// Something due at `at`, ordered by time and then by insertion, so items due at the same
 /// time come out in the order they were scheduled (deterministic, and what foca expects).

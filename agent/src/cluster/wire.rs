@@ -12,7 +12,7 @@ use super::keyring::{KeyError, Keyring};
 /// First byte of every rumor packet and frame ('R').
 pub const MAGIC: u8 = 0x52;
 /// The wire protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Bytes the envelope adds before the body.
 pub const HEADER_LEN: usize = 3;
 /// Set in the kind byte when the body is sealed with a cluster key.
@@ -105,9 +105,10 @@ impl WireError {
 }
 
 /// Appends a packet or frame body to `out`: the header, then `body` — sealed with the primary
-/// key when a keyring is given (the header is the associated data).
+/// key when a keyring is given (the header is the associated data), unless the keyring is set
+/// to send in the clear while a cluster moves to encryption.
 pub fn seal(kind: Kind, body: &[u8], keyring: Option<&Keyring>, out: &mut Vec<u8>) {
-    match keyring {
+    match keyring.filter(|k| k.seals()) {
         None => {
             out.extend_from_slice(&[MAGIC, PROTOCOL_VERSION, kind as u8]);
             out.extend_from_slice(body);
@@ -136,7 +137,8 @@ pub fn parse_header(header: [u8; HEADER_LEN]) -> Result<(Kind, bool), WireError>
 
 /// Returns the plain body: as is, or opened with the keyring. A sealed body without a
 /// keyring, or a plain one with a keyring, is refused: an encrypted cluster and an open one
-/// never mix.
+/// never mix — except while a cluster moves to encryption, when a keyring may accept plain
+/// bodies too ([`Keyring::staged`]).
 pub fn unseal<'a>(
     header: [u8; HEADER_LEN],
     encrypted: bool,
@@ -146,6 +148,7 @@ pub fn unseal<'a>(
     match (encrypted, keyring) {
         (false, None) => Ok(Cow::Borrowed(body)),
         (true, None) => Err(WireError::Encrypted),
+        (false, Some(keys)) if keys.accepts_plain() => Ok(Cow::Borrowed(body)),
         (false, Some(_)) => Err(WireError::NotEncrypted),
         (true, Some(keys)) => keys
             .open(&header, body)
@@ -219,16 +222,42 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_moves_to_encryption_in_three_steps() {
+        let key = Key::generate();
+        let open = |packet: &[u8], k: &Keyring| open(packet, Some(k)).map(|(_, b)| b.into_owned());
+        let sealed_by = |k: &Keyring| {
+            let mut out = Vec::new();
+            seal(Kind::Swim, b"hi", Some(k), &mut out);
+            out
+        };
+        let clear = plain(Kind::Swim, b"hi");
+        // 1: keys everywhere, both accepted, sent in the clear.
+        let step1 = Keyring::new(vec![key.clone()]).staged(false, false);
+        assert_eq!(sealed_by(&step1), clear);
+        assert_eq!(open(&clear, &step1).unwrap(), b"hi");
+        // 2: sent sealed, both still accepted (a node still at step 1 is understood).
+        let step2 = Keyring::new(vec![key.clone()]).staged(false, true);
+        let sealed = sealed_by(&step2);
+        assert_ne!(sealed, clear);
+        assert_eq!(open(&sealed, &step1).unwrap(), b"hi");
+        assert_eq!(open(&clear, &step2).unwrap(), b"hi");
+        // 3: the clear is refused.
+        let step3 = Keyring::new(vec![key]);
+        assert_eq!(open(&sealed, &step3).unwrap(), b"hi");
+        assert!(matches!(open(&clear, &step3), Err(WireError::NotEncrypted)));
+    }
+
+    #[test]
     fn rejects_with_a_reason() {
         assert_eq!(open(b"", None), Err(WireError::Truncated(0)));
-        assert_eq!(open(b"R\x01", None), Err(WireError::Truncated(2)));
-        assert_eq!(open(b"X\x01\x01", None), Err(WireError::BadMagic(b'X')));
+        assert_eq!(open(b"R\x02", None), Err(WireError::Truncated(2)));
+        assert_eq!(open(b"X\x02\x01", None), Err(WireError::BadMagic(b'X')));
         assert_eq!(
-            open(b"R\x63\x01", None),
-            Err(WireError::UnsupportedVersion(99))
+            open(b"R\x01\x01", None),
+            Err(WireError::UnsupportedVersion(1))
         );
-        assert_eq!(open(b"R\x01\x09", None), Err(WireError::UnknownKind(9)));
-        assert_eq!(open(b"R\x01\x81", None), Err(WireError::Encrypted));
+        assert_eq!(open(b"R\x02\x09", None), Err(WireError::UnknownKind(9)));
+        assert_eq!(open(b"R\x02\x81", None), Err(WireError::Encrypted));
     }
 
     proptest! {

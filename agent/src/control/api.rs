@@ -1,14 +1,27 @@
-//! The control API's request and response bodies, shared by the server and the client.
+//! The control API's request and response bodies, shared by the server and the client (and
+//! so by the CLI). Every body is defined here; the views they carry that other modules own
+//! (members and cluster state, query stream lines, log lines, events, handler status) are
+//! sent as they serialize and re-exported here, so that both sides import from one place.
 //! `docs/control-api.md` documents each endpoint with these shapes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rumor_handlers::event::{Event, Tags};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{ClusterInfo, MemberView, SeenEvent, Status};
-use crate::logging::LogLine;
+pub use crate::cluster::query::QueryUpdate;
+pub use crate::cluster::{
+    ClusterInfo, ConnectionCounts, JoinReport, MemberView, SeenEvent, Status,
+};
+pub use crate::control::limits::{ControlConnections, ListenerCounts};
+pub use crate::health::CheckStatus;
+pub use crate::logging::LogLine;
+/// An event or query payload: a JSON string when it is UTF-8, else an array of bytes.
+pub use crate::payload::Payload;
+pub use crate::plugin::PluginStatus;
+pub use crate::reload::ReloadStatus;
+pub use rumor_handlers::event::{Event, Tags};
+pub use rumor_handlers::{HandlerStatus, Setting};
 
 /// Largest request body the server reads.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -70,8 +83,6 @@ fn yes() -> bool {
     true
 }
 
-pub use crate::payload::Payload;
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventResponse {
     pub ltime: u64,
@@ -97,7 +108,25 @@ pub struct InfoResponse {
     pub cluster: ClusterInfo,
     /// Each handler's counters and last run.
     #[serde(default)]
-    pub handlers: Vec<rumor_handlers::HandlerStatus>,
+    pub handlers: Vec<HandlerStatus>,
+    /// Incoming connections: held now, and dropped by the limits since the start.
+    #[serde(default)]
+    pub connections: ConnectionsSummary,
+    /// The installed plugins, and whether each loaded.
+    #[serde(default)]
+    pub plugins: Vec<PluginStatus>,
+    /// How reloads (of the config file and the plugins) went.
+    #[serde(default)]
+    pub reload: ReloadStatus,
+}
+
+/// The agent's incoming connections, as `GET /v1/info` reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionsSummary {
+    /// The push-pull (TCP gossip) port.
+    pub push_pull: ConnectionCounts,
+    /// The control API and metrics listeners.
+    pub control: ControlConnections,
 }
 
 /// The agent process itself, as `GET /v1/info` reports it.
@@ -109,6 +138,9 @@ pub struct AgentSummary {
     /// Where the control API is served.
     pub control: String,
     pub data_dir: PathBuf,
+    /// Whether gossip is encrypted (Serf's `encrypted` in `serf info`).
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,10 +148,99 @@ pub struct EventsResponse {
     pub events: Vec<SeenEvent>,
 }
 
+/// `GET /v1/checks`: this agent's health checks, by name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChecksResponse {
+    pub checks: Vec<CheckStatus>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReloadResponse {
     pub reloaded: bool,
     pub message: String,
+}
+
+/// `GET /v1/plugins`: the installed plugins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginsResponse {
+    pub plugins: Vec<PluginStatus>,
+}
+
+/// One built-in plugin, as `GET /v1/plugins/catalog` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// Installed on this agent (in any version).
+    pub installed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CatalogResponse {
+    pub plugins: Vec<CatalogEntry>,
+}
+
+/// One setting of a plugin, as `GET /v1/plugin?name=NAME` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SettingInfo {
+    pub name: String,
+    /// `string`, `integer`, `boolean`, `duration` or `path`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The value in use.
+    pub value: Option<Setting>,
+    /// Given at install or with `rumor plugin set` (rather than the default).
+    pub given: bool,
+    pub default: Option<String>,
+    pub required: bool,
+    pub help: String,
+}
+
+/// `GET /v1/plugin?name=NAME`: one plugin, its settings and its handlers' status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginInfoResponse {
+    pub plugin: PluginStatus,
+    pub settings: Vec<SettingInfo>,
+    /// Its handlers' counters, last runs and errors.
+    pub handlers: Vec<HandlerStatus>,
+}
+
+/// `POST /v1/plugin/install`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginInstallRequest {
+    /// A built-in plugin's name, or an absolute path to a plugin folder or `.tar.gz`.
+    pub source: String,
+    /// `[name, value]` pairs, as typed after `--set`.
+    #[serde(default)]
+    pub set: Vec<(String, String)>,
+}
+
+/// `POST /v1/plugin/set`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSetRequest {
+    pub name: String,
+    pub set: Vec<(String, String)>,
+}
+
+/// `POST /v1/plugin/remove`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginRemoveRequest {
+    pub name: String,
+}
+
+/// What an install, set or remove did: the plugin as it now is (none after a removal), and
+/// what the reload that applied it said.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginChangeResponse {
+    pub plugin: Option<PluginStatus>,
+    /// The reload's report; an error there (another plugin broken, the config file) does not
+    /// undo the change.
+    pub reload: String,
+    pub reload_ok: bool,
 }
 
 /// One line of the `GET /v1/monitor` NDJSON stream.
@@ -230,6 +351,72 @@ fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("query parameter {s:?} is not valid UTF-8"))
 }
 
+/// `POST /v1/query`: ask the cluster; the answer is a stream of NDJSON [`QueryUpdate`]s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    pub name: String,
+    #[serde(default)]
+    pub payload: Payload,
+    /// Only these nodes answer (empty: any node).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Only nodes whose tag KEY fully matches the regular expression answer.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// How long to wait for answers [default: grows with the cluster size].
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Ask matching nodes to ack on receipt.
+    #[serde(default = "yes")]
+    pub ack: bool,
+}
+
+/// `POST /v1/reachability`: ping every member through the gossip layer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReachabilityRequest {
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// What `POST /v1/keys` does on every member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyOp {
+    List,
+    Install,
+    Use,
+    Remove,
+}
+
+/// `POST /v1/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysRequest {
+    pub op: KeyOp,
+    /// The base64 key, for install, use and remove.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// One node's outcome: its keys after the change (primary first), or its error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeKeys {
+    pub ok: bool,
+    #[serde(default)]
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// The answer of `POST /v1/keys`: every node's outcome, and how many failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeysResponse {
+    pub nodes: BTreeMap<String, NodeKeys>,
+    pub failed: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,70 +484,4 @@ mod tests {
         assert!(s.starts_with(r#"{"type":"log","ts":"t""#), "{s}");
         assert_eq!(serde_json::from_str::<MonitorLine>(&s).unwrap(), log);
     }
-}
-
-/// `POST /v1/query`: ask the cluster; the answer is a stream of [`QueryLine`]s.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueryRequest {
-    pub name: String,
-    #[serde(default)]
-    pub payload: Payload,
-    /// Only these nodes answer (empty: any node).
-    #[serde(default)]
-    pub nodes: Vec<String>,
-    /// Only nodes whose tag KEY fully matches the regular expression answer.
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-    /// How long to wait for answers [default: grows with the cluster size].
-    #[serde(default)]
-    pub timeout_ms: Option<u64>,
-    /// Ask matching nodes to ack on receipt.
-    #[serde(default = "yes")]
-    pub ack: bool,
-}
-
-/// `POST /v1/reachability`: ping every member through the gossip layer.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReachabilityRequest {
-    #[serde(default)]
-    pub timeout_ms: Option<u64>,
-}
-
-/// What `POST /v1/keys` does on every member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyOp {
-    List,
-    Install,
-    Use,
-    Remove,
-}
-
-/// `POST /v1/keys`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeysRequest {
-    pub op: KeyOp,
-    /// The base64 key, for install, use and remove.
-    #[serde(default)]
-    pub key: Option<String>,
-}
-
-/// One node's outcome: its keys after the change (primary first), or its error.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NodeKeys {
-    pub ok: bool,
-    #[serde(default)]
-    pub keys: Vec<String>,
-    #[serde(default)]
-    pub error: Option<String>,
-}
-
-/// The answer of `POST /v1/keys`: every node's outcome, and how many failed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeysResponse {
-    pub nodes: BTreeMap<String, NodeKeys>,
-    pub failed: usize,
 }

@@ -70,6 +70,15 @@ pub enum TokenError {
 }
 
 impl TokenSource {
+    /// The token a `--control-token` / `--control-token-file` pair (or `control_token` /
+    /// `control_token_file` keys) gives: the value if set, else the file. Whoever reads the
+    /// pair refuses both being set.
+    pub fn from_value_or_file(value: Option<String>, file: Option<PathBuf>) -> Option<Self> {
+        value
+            .map(TokenSource::Value)
+            .or(file.map(TokenSource::File))
+    }
+
     /// The token text: the value, or the file's contents without surrounding whitespace. A
     /// file must not be readable by group or others.
     pub fn read(&self) -> Result<String, TokenError> {

@@ -11,20 +11,23 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use rumor_handlers::event::Tags;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::api::{
-    EventRequest, EventResponse, EventsResponse, ForceLeaveRequest, InfoResponse, JoinRequest,
-    KeysRequest, KeysResponse, LeaveResponse, MembersQuery, MembersResponse, Payload, QueryRequest,
-    ReachabilityRequest, ReloadResponse, TagsRequest, TagsResponse,
+    CatalogResponse, PluginChangeResponse, PluginInfoResponse, PluginInstallRequest,
+    PluginRemoveRequest, PluginSetRequest, PluginsResponse, percent_encode,
+};
+use super::api::{
+    ChecksResponse, ErrorBody, EventRequest, EventResponse, EventsResponse, ForceLeaveRequest,
+    InfoResponse, JoinReport, JoinRequest, KeysRequest, KeysResponse, LeaveResponse, MembersQuery,
+    MembersResponse, Payload, QueryRequest, ReachabilityRequest, ReloadResponse, Tags, TagsRequest,
+    TagsResponse,
 };
 use super::auth::{TokenError, TokenSource};
 use super::endpoint::ControlEndpoint;
-use crate::cluster::JoinReport;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -157,9 +160,52 @@ impl Client {
         self.get("/v1/events").await
     }
 
+    /// `GET /v1/checks`.
+    pub async fn checks(&self) -> Result<ChecksResponse, ClientError> {
+        self.get("/v1/checks").await
+    }
+
     /// `POST /v1/reload`.
     pub async fn reload(&self) -> Result<ReloadResponse, ClientError> {
         self.post("/v1/reload", &serde_json::json!({})).await
+    }
+
+    /// `GET /v1/plugins`.
+    pub async fn plugins(&self) -> Result<PluginsResponse, ClientError> {
+        self.get("/v1/plugins").await
+    }
+
+    /// `GET /v1/plugins/catalog`.
+    pub async fn plugin_catalog(&self) -> Result<CatalogResponse, ClientError> {
+        self.get("/v1/plugins/catalog").await
+    }
+
+    /// `GET /v1/plugin?name=NAME`.
+    pub async fn plugin_info(&self, name: &str) -> Result<PluginInfoResponse, ClientError> {
+        self.get(&format!("/v1/plugin?name={}", percent_encode(name)))
+            .await
+    }
+
+    /// `POST /v1/plugin/install`.
+    pub async fn plugin_install(
+        &self,
+        request: &PluginInstallRequest,
+    ) -> Result<PluginChangeResponse, ClientError> {
+        self.post("/v1/plugin/install", request).await
+    }
+
+    /// `POST /v1/plugin/set`.
+    pub async fn plugin_set(
+        &self,
+        request: &PluginSetRequest,
+    ) -> Result<PluginChangeResponse, ClientError> {
+        self.post("/v1/plugin/set", request).await
+    }
+
+    /// `POST /v1/plugin/remove`.
+    pub async fn plugin_remove(&self, name: String) -> Result<PluginChangeResponse, ClientError> {
+        self.post("/v1/plugin/remove", &PluginRemoveRequest { name })
+            .await
     }
 
     /// `GET /v1/monitor?level=L`: a stream of NDJSON lines.
@@ -330,7 +376,7 @@ impl Client {
 
 /// Turns an error response into [`ClientError::Api`] with the server's `error` text.
 fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
-    let message = serde_json::from_slice::<super::api::ErrorBody>(body)
+    let message = serde_json::from_slice::<ErrorBody>(body)
         .map(|e| e.error)
         .unwrap_or_else(|_| {
             let text = String::from_utf8_lossy(body);

@@ -65,19 +65,7 @@ mod tests {
     use super::*;
 
     fn member(name: &str, status: Status, tags: &[(&str, &str)]) -> MemberView {
-        MemberView {
-            name: name.into(),
-            addr: "10.0.0.1".parse().unwrap(),
-            port: 7946,
-            status,
-            tags: tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            generation: 1,
-            status_since_ms: 0,
-            protocol: 1,
-        }
+        MemberView::with_defaults(name, [10, 0, 0, 1].into(), status, tags)
     }
 
     fn filter(query: &str) -> MemberFilter {

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use hyper::StatusCode;
 
 use super::api::{KeyOp, KeysRequest, KeysResponse, NodeKeys};
-use super::routes::{ApiError, Reply, cluster_error, error, json};
-use super::server::State;
+use super::context::ControlContext;
+use super::reply::{ApiError, Reply, cluster_error, error, json};
 use crate::cluster::QueryParams;
 use crate::cluster::keyring::Key;
 use crate::cluster::query::{self, QueryUpdate};
 
-pub(super) async fn keys(state: &State, body: KeysRequest) -> Result<Reply, ApiError> {
+pub(super) async fn keys(ctx: &ControlContext, body: KeysRequest) -> Result<Reply, ApiError> {
     let (name, payload) = match (body.op, body.key) {
         (KeyOp::List, _) => (query::KEYS_LIST, Vec::new()),
         (op, Some(key)) => {
@@ -34,8 +34,7 @@ pub(super) async fn keys(state: &State, body: KeysRequest) -> Result<Reply, ApiE
             ));
         }
     };
-    let mut updates = state
-        .ctx
+    let mut updates = ctx
         .cluster
         .query(QueryParams {
             name: name.to_string(),

@@ -5,8 +5,13 @@
 
 use std::fmt::Write as _;
 
-use rumor_handlers::HandlerStatus;
+use rumor_handlers::{HandlerStatus, RuntimeDetails, TemplateStatus, WasmStatus};
 
+use crate::health::{CheckStatus, State};
+use crate::plugin::PluginStatus;
+use crate::reload::ReloadStatus;
+
+use super::api::ConnectionsSummary;
 use crate::cluster::ClusterInfo;
 use crate::cluster::latency::BUCKETS_MS;
 
@@ -20,6 +25,14 @@ pub struct Snapshot<'a> {
     pub handlers: &'a [HandlerStatus],
     /// Requests the control API refused for a missing or wrong token.
     pub control_unauthorized: u64,
+    /// Incoming connections: held now, and dropped by the limits.
+    pub connections: &'a ConnectionsSummary,
+    pub plugins: &'a [PluginStatus],
+    pub reload: &'a ReloadStatus,
+    /// The DNS server's counters, when it runs (`--dns`).
+    pub dns: Option<&'a crate::dns::DnsStats>,
+    /// The health checks, by name.
+    pub checks: &'a [CheckStatus],
 }
 
 /// Renders every metric family, each with its `# HELP` and `# TYPE` lines.
@@ -104,16 +117,29 @@ pub fn render(s: &Snapshot<'_>) -> String {
     out.family(
         "rumor_events_total",
         "counter",
-        "User events received: new (received), already seen (duplicate), or older than the \
-         deduplication window (too_old).",
+        "User events: received (each copy), duplicate (a copy of one delivered), lost (never \
+         to arrive: a peer had moved past them and no longer kept them).",
     );
     for (result, count) in [
         ("received", n.events_received),
         ("duplicate", n.events_duplicate),
-        ("too_old", n.events_too_old),
+        ("lost", n.events_lost),
     ] {
         out.sample("rumor_events_total", &[("result", result)], count);
     }
+    out.family(
+        "rumor_events_kept",
+        "gauge",
+        "User events this agent keeps for members that missed them.",
+    );
+    out.sample("rumor_events_kept", &[], c.events_kept as u64);
+    out.family(
+        "rumor_queries_refused_total",
+        "counter",
+        "Queries refused: past their deadline, sent before this agent started, or waiting \
+         longer than any query may (replay protection).",
+    );
+    out.sample("rumor_queries_refused_total", &[], n.queries_refused);
 
     out.family(
         "rumor_push_pull_total",
@@ -218,7 +244,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
     );
 
     type Field = fn(&HandlerStatus) -> u64;
-    let handler_families: [(&str, &str, &str, Field); 5] = [
+    let handler_families: [(&str, &str, &str, Field); 6] = [
         (
             "rumor_handler_runs_total",
             "counter",
@@ -244,6 +270,13 @@ pub fn render(s: &Snapshot<'_>) -> String {
             |h| h.dropped,
         ),
         (
+            "rumor_handler_start_failures_total",
+            "counter",
+            "Attempts at a handler run that could not start (nothing ran; tried again with a \
+             backoff, and never recorded as handled).",
+            |h| h.start_failures,
+        ),
+        (
             "rumor_handler_queued",
             "gauge",
             "Events waiting in the handler's queue.",
@@ -257,6 +290,39 @@ pub fn render(s: &Snapshot<'_>) -> String {
         }
     }
 
+    templates(&mut out, s.handlers);
+    wasm(&mut out, s.handlers);
+    out.family(
+        "rumor_reloads_total",
+        "counter",
+        "Reloads of the config file and the plugins (SIGHUP, rumor reload, plugin commands, \
+         changes on disk), by outcome: failed = something did not load and kept its last good \
+         version.",
+    );
+    out.sample(
+        "rumor_reloads_total",
+        &[("result", "ok")],
+        s.reload.reloads - s.reload.failures.min(s.reload.reloads),
+    );
+    out.sample(
+        "rumor_reloads_total",
+        &[("result", "failed")],
+        s.reload.failures,
+    );
+    out.family(
+        "rumor_plugins",
+        "gauge",
+        "Installed plugins: ok = loaded, broken = its last load failed (its last good version, \
+         if any, keeps running).",
+    );
+    let broken = s.plugins.iter().filter(|p| p.error.is_some()).count();
+    out.sample(
+        "rumor_plugins",
+        &[("state", "ok")],
+        s.plugins.len() - broken,
+    );
+    out.sample("rumor_plugins", &[("state", "broken")], broken);
+
     out.family(
         "rumor_control_unauthorized_total",
         "counter",
@@ -267,23 +333,241 @@ pub fn render(s: &Snapshot<'_>) -> String {
         &[],
         s.control_unauthorized,
     );
+    connections(&mut out, s.connections);
+    checks(&mut out, s.checks);
 
+    if let Some(dns) = s.dns {
+        dns.render(&mut out);
+    }
     out.text
 }
 
-/// The text being built.
+/// The push-pull port's and the control listeners' connections.
+fn connections(out: &mut Exposition, c: &ConnectionsSummary) {
+    let p = &c.push_pull;
+    out.family(
+        "rumor_push_pull_unauthenticated",
+        "gauge",
+        "Incoming push-pull connections waiting for their first valid frame.",
+    );
+    out.sample("rumor_push_pull_unauthenticated", &[], p.unauthenticated);
+    out.family(
+        "rumor_push_pull_unauthenticated_bytes",
+        "gauge",
+        "Bytes that push-pull frames not yet authenticated hold beyond their free allowance \
+         (bounded by the agent's budget).",
+    );
+    out.sample(
+        "rumor_push_pull_unauthenticated_bytes",
+        &[],
+        p.unauthenticated_bytes,
+    );
+    out.family(
+        "rumor_push_pull_dropped_total",
+        "counter",
+        "Incoming push-pull connections dropped before an exchange: evicted = silent the \
+         longest when the unauthenticated ones were at their cap, idle = silent too long, \
+         no_valid_frame = no valid frame in time, over_budget = a frame past the budget of \
+         unauthenticated bytes, malformed = not a push-pull frame.",
+    );
+    for (reason, count) in [
+        ("evicted", p.evicted),
+        ("idle", p.idle),
+        ("no_valid_frame", p.no_valid_frame),
+        ("over_budget", p.over_budget),
+        ("malformed", p.malformed),
+    ] {
+        out.sample(
+            "rumor_push_pull_dropped_total",
+            &[("reason", reason)],
+            count,
+        );
+    }
+
+    let listeners = [("api", &c.control.api), ("metrics", &c.control.metrics)];
+    out.family(
+        "rumor_control_connections",
+        "gauge",
+        "Connections open on the control API's listener and on the metrics listener.",
+    );
+    for (listener, counts) in listeners {
+        out.sample(
+            "rumor_control_connections",
+            &[("listener", listener)],
+            counts.open,
+        );
+    }
+    out.family(
+        "rumor_control_connections_dropped_total",
+        "counter",
+        "Connections a control listener closed for its limits: evicted = idle the longest when \
+         the listener was full, full = every connection busy, descriptors = too few file \
+         descriptors free.",
+    );
+    for (listener, counts) in listeners {
+        for (reason, count) in [
+            ("evicted", counts.evicted),
+            ("full", counts.refused_full),
+            ("descriptors", counts.refused_descriptors),
+        ] {
+            out.sample(
+                "rumor_control_connections_dropped_total",
+                &[("listener", listener), ("reason", reason)],
+                count,
+            );
+        }
+    }
+}
+
+/// The template handlers' counters.
+fn templates(out: &mut Exposition, handlers: &[HandlerStatus]) {
+    let templates: Vec<(&str, &TemplateStatus)> = handlers
+        .iter()
+        .filter_map(|h| match &h.runtime {
+            Some(RuntimeDetails::Template(t)) => Some((h.name.as_str(), t)),
+            _ => None,
+        })
+        .collect();
+    type Field = fn(&TemplateStatus) -> u64;
+    let families: [(&str, &str, Field); 4] = [
+        (
+            "rumor_template_renders_total",
+            "Renders of a template handler (runs that found their file up to date excluded).",
+            |t| t.renders,
+        ),
+        (
+            "rumor_template_writes_total",
+            "Renders that replaced the template's file.",
+            |t| t.written,
+        ),
+        (
+            "rumor_template_render_failures_total",
+            "Renders that failed (template error, unwritable file); the live file was kept.",
+            |t| t.render_failures,
+        ),
+        (
+            "rumor_template_check_failures_total",
+            "New files the template's check command refused; the live file was kept.",
+            |t| t.check_failures,
+        ),
+    ];
+    for (name, help, field) in families {
+        out.family(name, "counter", help);
+        for (handler, t) in &templates {
+            out.sample(name, &[("handler", handler)], field(t));
+        }
+    }
+    out.family(
+        "rumor_template_reloads_total",
+        "counter",
+        "Reload commands run after a template's file changed, by outcome.",
+    );
+    for (handler, t) in &templates {
+        out.sample(
+            "rumor_template_reloads_total",
+            &[("handler", handler), ("result", "ok")],
+            t.reloads,
+        );
+        out.sample(
+            "rumor_template_reloads_total",
+            &[("handler", handler), ("result", "failed")],
+            t.reload_failures,
+        );
+    }
+}
+
+/// The WASM handlers' compiles and the runs each limit stopped.
+fn wasm(out: &mut Exposition, handlers: &[HandlerStatus]) {
+    let modules: Vec<(&str, &WasmStatus)> = handlers
+        .iter()
+        .filter_map(|h| match &h.runtime {
+            Some(RuntimeDetails::Wasm(w)) => Some((h.name.as_str(), w)),
+            _ => None,
+        })
+        .collect();
+    out.family(
+        "rumor_wasm_compiles_total",
+        "counter",
+        "Compiles of a WASM handler's module: its first run, and the first after each change of \
+         its file.",
+    );
+    for (handler, w) in &modules {
+        out.sample(
+            "rumor_wasm_compiles_total",
+            &[("handler", handler)],
+            w.compiles,
+        );
+    }
+    out.family(
+        "rumor_wasm_limit_stops_total",
+        "counter",
+        "WASM handler runs stopped by a limit: fuel (out of fuel), memory (memory limit), \
+         output (output over the limit), time (timed out).",
+    );
+    for (handler, w) in &modules {
+        for (limit, count) in [
+            ("fuel", w.out_of_fuel),
+            ("memory", w.memory_limit),
+            ("output", w.output_limit),
+            ("time", w.timed_out),
+        ] {
+            out.sample(
+                "rumor_wasm_limit_stops_total",
+                &[("handler", handler), ("limit", limit)],
+                count,
+            );
+        }
+    }
+}
+
+/// Each health check's state and changes of state.
+fn checks(out: &mut Exposition, checks: &[CheckStatus]) {
+    out.family(
+        "rumor_check_state",
+        "gauge",
+        "1 for the state each health check publishes now (its tag health_NAME), 0 for the others.",
+    );
+    for c in checks {
+        for state in [State::Passing, State::Warning, State::Critical] {
+            out.sample(
+                "rumor_check_state",
+                &[("check", &c.name), ("state", state.as_str())],
+                u8::from(c.state == state),
+            );
+        }
+    }
+    out.family(
+        "rumor_check_transitions_total",
+        "counter",
+        "Changes of state of each health check since it started (its first result included).",
+    );
+    for c in checks {
+        out.sample(
+            "rumor_check_transitions_total",
+            &[("check", &c.name)],
+            c.transitions,
+        );
+    }
+}
+
+/// A text exposition being written: a family's `# HELP`/`# TYPE`, then its samples.
 #[derive(Default)]
-struct Exposition {
+pub(crate) struct Exposition {
     text: String,
 }
 
 impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    pub(crate) fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+    pub(crate) fn sample(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: impl std::fmt::Display,
+    ) {
         self.text.push_str(name);
         if !labels.is_empty() {
             self.text.push('{');
@@ -321,7 +605,7 @@ fn escape_help(help: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::handle::Counters;
+    use crate::cluster::Counters;
 
     fn cluster() -> ClusterInfo {
         ClusterInfo {
@@ -335,6 +619,9 @@ mod tests {
             members_failed: 0,
             event_clock: 17,
             max_event_bytes: 1024,
+            events_kept: 40,
+            event_retention: 1024,
+            event_retention_secs: 3600,
             profile: "lan".into(),
             name_conflicts: vec![],
             event_latency: {
@@ -351,7 +638,7 @@ mod tests {
                 packets_undecryptable: 6,
                 events_received: 9,
                 events_duplicate: 14,
-                events_too_old: 2,
+                events_lost: 2,
                 push_pull_ok: 12,
                 push_pull_in_sync: 8,
                 push_pull_failed: 3,
@@ -362,8 +649,20 @@ mod tests {
                 suspicions_confirmed: 1,
                 tree_duplicates: 11,
                 tree_grafts: 3,
+                queries_refused: 0,
             },
         }
+    }
+
+    fn connections_sample() -> ConnectionsSummary {
+        let mut c = ConnectionsSummary::default();
+        c.push_pull.unauthenticated = 3;
+        c.push_pull.evicted = 40;
+        c.push_pull.over_budget = 2;
+        c.control.metrics.open = 128;
+        c.control.metrics.evicted = 972;
+        c.control.api.refused_descriptors = 5;
+        c
     }
 
     fn handler(name: &str) -> HandlerStatus {
@@ -375,9 +674,11 @@ mod tests {
             failures: 1,
             timeouts: 1,
             dropped: 2,
+            start_failures: 5,
             queued: 3,
             running: false,
             last: None,
+            runtime: None,
         }
     }
 
@@ -389,7 +690,12 @@ mod tests {
             version: "0.1.0",
             cluster: &cluster,
             handlers: &handlers,
+            plugins: &[],
+            reload: &ReloadStatus::default(),
+            dns: None,
+            checks: &[],
             control_unauthorized: 6,
+            connections: &connections_sample(),
         });
         for expected in [
             "# HELP rumor_up 1 while the agent is running.\n# TYPE rumor_up gauge\nrumor_up 1\n",
@@ -404,19 +710,26 @@ mod tests {
              rumor_packets_dropped_total{reason=\"undecryptable\"} 6\n\
              rumor_packets_dropped_total{reason=\"invalid\"} 1\n",
             "rumor_events_total{result=\"received\"} 9\nrumor_events_total{result=\"duplicate\"} 14\n\
-             rumor_events_total{result=\"too_old\"} 2\n",
+             rumor_events_total{result=\"lost\"} 2\n",
             "rumor_push_pull_total{result=\"ok\"} 12\nrumor_push_pull_total{result=\"failed\"} 3\n\
              rumor_push_pull_total{result=\"rate_limited\"} 7\n",
             "# TYPE rumor_handler_runs_total counter\nrumor_handler_runs_total{handler=\"deploy\"} 4\n",
             "rumor_handler_failures_total{handler=\"deploy\"} 1\n",
             "rumor_handler_timeouts_total{handler=\"deploy\"} 1\n",
             "rumor_handler_dropped_total{handler=\"deploy\"} 2\n",
+            "rumor_handler_start_failures_total{handler=\"deploy\"} 5\n",
             "# TYPE rumor_handler_queued gauge\nrumor_handler_queued{handler=\"deploy\"} 3\n",
             "# TYPE rumor_control_unauthorized_total counter\nrumor_control_unauthorized_total 6\n",
             "rumor_event_dissemination_seconds_bucket{le=\"0.005\"} 1\n",
             "rumor_event_dissemination_seconds_bucket{le=\"+Inf\"} 2\n",
             "rumor_event_dissemination_seconds_sum 0.253\n",
             "rumor_event_dissemination_seconds_count 2\n",
+            "# TYPE rumor_push_pull_unauthenticated gauge\nrumor_push_pull_unauthenticated 3\n",
+            "rumor_push_pull_dropped_total{reason=\"evicted\"} 40\n",
+            "rumor_push_pull_dropped_total{reason=\"over_budget\"} 2\n",
+            "rumor_control_connections{listener=\"metrics\"} 128\n",
+            "rumor_control_connections_dropped_total{listener=\"metrics\",reason=\"evicted\"} 972\n",
+            "rumor_control_connections_dropped_total{listener=\"api\",reason=\"descriptors\"} 5\n",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
@@ -469,7 +782,12 @@ mod tests {
             version: "0.1.0",
             cluster: &cluster,
             handlers: &handlers,
+            plugins: &[],
+            reload: &ReloadStatus::default(),
+            dns: None,
+            checks: &[],
             control_unauthorized: 0,
+            connections: &ConnectionsSummary::default(),
         });
         assert!(
             text.contains("rumor_handler_runs_total{handler=\"say \\\"hi\\\"\\\\\\nbye\"} 4\n"),
@@ -486,7 +804,12 @@ mod tests {
             version: "0.1.0",
             cluster: &cluster,
             handlers: &[],
+            plugins: &[],
+            reload: &ReloadStatus::default(),
+            dns: None,
+            checks: &[],
             control_unauthorized: 0,
+            connections: &ConnectionsSummary::default(),
         });
         assert!(text.contains(
             "# TYPE rumor_handler_runs_total counter\n# HELP rumor_handler_failures_total"

@@ -7,11 +7,18 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+mod context;
 pub mod endpoint;
+mod events;
 mod filter;
+mod info;
 mod keys;
+pub mod limits;
+mod members;
 pub mod metrics;
+mod plugins;
 mod query;
+mod reply;
 mod routes;
 pub mod server;
 
@@ -20,7 +27,7 @@ pub(crate) mod tests;
 
 pub use auth::{ControlAuth, ControlToken, TokenSource};
 pub use client::Client;
+pub use context::{AgentInfo, ControlContext, ReloadRequest};
 pub use endpoint::{ControlEndpoint, default_control_endpoint};
-pub use server::{
-    AgentInfo, ControlContext, ReloadRequest, ServeError, check_endpoint, serve, serve_metrics,
-};
+pub use limits::{ConnectionLimits, DEFAULT_MAX_CONNECTIONS};
+pub use server::{ServeError, check_endpoint, serve, serve_metrics};

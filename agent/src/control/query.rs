@@ -9,13 +9,13 @@ use hyper::StatusCode;
 use tokio::sync::mpsc;
 
 use super::api::{QueryRequest, ReachabilityRequest};
-use super::routes::{ApiError, Reply, cluster_error, error, ndjson_response};
-use super::server::State;
+use super::context::ControlContext;
+use super::reply::{ApiError, Reply, cluster_error, error, ndjson_response};
 use crate::cluster::QueryParams;
 use crate::cluster::query::{self, QueryFilter, QueryUpdate};
 
 /// `POST /v1/query` (public: rumor's internal query names are refused).
-pub(super) async fn query(state: &State, body: QueryRequest) -> Result<Reply, ApiError> {
+pub(super) async fn query(ctx: &ControlContext, body: QueryRequest) -> Result<Reply, ApiError> {
     if body.name.starts_with(query::INTERNAL_PREFIX) {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -35,12 +35,12 @@ pub(super) async fn query(state: &State, body: QueryRequest) -> Result<Reply, Ap
         timeout: body.timeout_ms.map(Duration::from_millis),
         ack: body.ack,
     };
-    stream(state, params).await
+    stream(ctx, params).await
 }
 
 /// `POST /v1/reachability`: the built-in ping every node answers without a handler.
 pub(super) async fn reachability(
-    state: &State,
+    ctx: &ControlContext,
     body: ReachabilityRequest,
 ) -> Result<Reply, ApiError> {
     let params = QueryParams {
@@ -49,16 +49,11 @@ pub(super) async fn reachability(
         ack: true,
         ..QueryParams::default()
     };
-    stream(state, params).await
+    stream(ctx, params).await
 }
 
-async fn stream(state: &State, params: QueryParams) -> Result<Reply, ApiError> {
-    let mut updates = state
-        .ctx
-        .cluster
-        .query(params)
-        .await
-        .map_err(cluster_error)?;
+async fn stream(ctx: &ControlContext, params: QueryParams) -> Result<Reply, ApiError> {
+    let mut updates = ctx.cluster.query(params).await.map_err(cluster_error)?;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
         while let Some(update) = updates.recv().await {

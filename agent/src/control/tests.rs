@@ -21,16 +21,7 @@ use crate::logging::LogHub;
 const FAKE_EVENT_LIMIT: usize = 16;
 
 fn member(name: &str, status: Status, role: &str) -> MemberView {
-    MemberView {
-        name: name.into(),
-        addr: "127.0.0.1".parse().unwrap(),
-        port: 7946,
-        status,
-        tags: [("role".to_string(), role.to_string())].into(),
-        generation: 1,
-        status_since_ms: 0,
-        protocol: 1,
-    }
+    MemberView::with_defaults(name, [127, 0, 0, 1].into(), status, &[("role", role)])
 }
 
 /// A cluster handle answered by a task that knows two members and checks event sizes.
@@ -82,12 +73,7 @@ pub(crate) fn fake_cluster() -> ClusterHandle {
             }
         }
     });
-    ClusterHandle {
-        commands,
-        push_pull_timeout: Duration::from_secs(1),
-        max_push_pull_bytes: 1 << 20,
-        keyring: Default::default(),
-    }
+    ClusterHandle::answered_by(commands)
 }
 
 pub(crate) struct Fixture {
@@ -131,6 +117,11 @@ pub(crate) async fn start() -> Fixture {
         },
         handlers: no_handlers(),
         auth: ControlAuth::default(),
+        limits: ConnectionLimits::default(),
+        plugins: no_plugins(),
+        reloads: Default::default(),
+        dns: None,
+        checks: Default::default(),
     };
     let server = serve(&endpoint, ctx).await.unwrap();
     Fixture {
@@ -359,6 +350,11 @@ async fn a_live_socket_is_not_taken_over_and_a_stale_one_is_replaced() {
         },
         handlers: no_handlers(),
         auth: ControlAuth::default(),
+        limits: ConnectionLimits::default(),
+        plugins: no_plugins(),
+        reloads: Default::default(),
+        dns: None,
+        checks: Default::default(),
     };
     let endpoint = ControlEndpoint::Unix(f.socket.clone());
     let err = serve(&endpoint, ctx(fake_cluster())).await.err().unwrap();
@@ -420,7 +416,20 @@ fn context(cluster: ClusterHandle, auth: ControlAuth) -> ControlContext {
         },
         handlers: no_handlers(),
         auth,
+        limits: ConnectionLimits::default(),
+        plugins: no_plugins(),
+        reloads: Default::default(),
+        dns: None,
+        checks: Default::default(),
     }
+}
+
+/// An empty plugin directory that no test writes to.
+fn no_plugins() -> std::sync::Arc<crate::plugin::Plugins> {
+    std::sync::Arc::new(crate::plugin::Plugins::new(
+        crate::plugin::PluginDir::in_data_dir(std::path::Path::new("/nonexistent-rumor-test")),
+        Vec::new(),
+    ))
 }
 
 /// Sends a raw HTTP/1.1 request over TCP and returns the status code and the whole response.
@@ -584,6 +593,9 @@ fn cluster_with_info() -> ClusterHandle {
                     members_failed: 0,
                     event_clock: 5,
                     max_event_bytes: 1024,
+                    events_kept: 0,
+                    event_retention: 1024,
+                    event_retention_secs: 3600,
                     profile: "local".into(),
                     name_conflicts: vec![],
                     event_latency: Default::default(),
@@ -592,12 +604,7 @@ fn cluster_with_info() -> ClusterHandle {
             }
         }
     });
-    ClusterHandle {
-        commands,
-        push_pull_timeout: Duration::from_secs(1),
-        max_push_pull_bytes: 1 << 20,
-        keyring: Default::default(),
-    }
+    ClusterHandle::answered_by(commands)
 }
 
 #[tokio::test]
@@ -677,75 +684,4 @@ fn no_handlers() -> rumor_handlers::Dispatcher {
         tags: Default::default(),
     };
     rumor_handlers::Dispatcher::new(local, vec![]).expect("an empty handler set is valid")
-}
-
-/// The control settings of `rumor agent` (kept here with the rest of the control API's tests).
-mod settings {
-    use std::path::{Path, PathBuf};
-
-    use crate::config::{AgentArgs, ConfigFile, HostDefaults};
-    use crate::control::TokenSource;
-
-    fn resolve(args: AgentArgs, toml: &str) -> Result<crate::config::AgentConfig, String> {
-        let file = ConfigFile::parse(Path::new("rumor.toml"), toml.to_string())
-            .map_err(|e| e.to_string())?;
-        let host = HostDefaults {
-            hostname: Ok("h".into()),
-            data_dir: "/var/lib/rumor".into(),
-        };
-        args.resolve_with(Some(&file), &host)
-            .map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn token_and_metrics_come_from_flags_or_the_file() {
-        let c = resolve(AgentArgs::default(), "").unwrap();
-        assert_eq!((c.control_token, c.metrics), (None, None));
-
-        let c = resolve(
-            AgentArgs::default(),
-            "control = \"0.0.0.0:7373\"\ncontrol_token_file = \"/etc/rumor/token\"\n\
-             metrics = \"127.0.0.1:9946\"\n",
-        )
-        .unwrap();
-        assert_eq!(
-            c.control_token,
-            Some(TokenSource::File(PathBuf::from("/etc/rumor/token")))
-        );
-        assert_eq!(c.metrics, Some("127.0.0.1:9946".parse().unwrap()));
-
-        // A flag or variable wins over the file, whichever form either uses.
-        let args = AgentArgs {
-            control_token: Some("from-flag".into()),
-            metrics: Some("[::1]:9000".into()),
-            ..AgentArgs::default()
-        };
-        let c = resolve(args, "control_token_file = \"/etc/rumor/token\"\n").unwrap();
-        assert_eq!(
-            c.control_token,
-            Some(TokenSource::Value("from-flag".into()))
-        );
-        assert_eq!(c.metrics, Some("[::1]:9000".parse().unwrap()));
-    }
-
-    #[test]
-    fn bad_settings_name_the_file_and_line() {
-        let err = resolve(
-            AgentArgs::default(),
-            "control_token = \"abc\"\ncontrol_token_file = \"/t\"\n",
-        )
-        .unwrap_err();
-        assert!(err.starts_with("rumor.toml:2:"), "{err}");
-        assert!(err.contains("control_token is set too"), "{err}");
-        assert!(!err.contains("abc"), "the token leaked into {err}");
-
-        let err = resolve(AgentArgs::default(), "\nmetrics = \"localhost\"\n").unwrap_err();
-        assert!(err.starts_with("rumor.toml:2:"), "{err}");
-        assert!(err.contains("expected IP:PORT"), "{err}");
-        let args = AgentArgs {
-            metrics: Some("9946".into()),
-            ..AgentArgs::default()
-        };
-        assert!(resolve(args, "").unwrap_err().contains("invalid metrics"));
-    }
 }

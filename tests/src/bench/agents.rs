@@ -266,7 +266,8 @@ impl Agents {
         run_with_timeout(&mut self.command(i, args), CLI_TIMEOUT).map_err(anyhow::Error::msg)
     }
 
-    fn cli_ok(&self, i: usize, args: &[&str]) -> anyhow::Result<String> {
+    /// A CLI command against agent `i` that must succeed; its stdout.
+    pub fn cli_ok(&self, i: usize, args: &[&str]) -> anyhow::Result<String> {
         let out = self.cli(i, args)?;
         if !out.status.success() {
             bail!(

@@ -203,8 +203,8 @@ fn poll_all(
             return Ok(None);
         }
         // Every pending agent is checked at once (one CLI process each): a round takes about
-        // as long as one check on a busy machine, where a sweep agent after agent took up to
-        // half a second at 50 agents and made the times that much coarser.
+        // as long as one check on a busy machine, where a sweep agent after agent took longer
+        // the larger the cluster, and made the times that much coarser.
         let results: Vec<(usize, Duration, anyhow::Result<Option<String>>)> =
             std::thread::scope(|scope| {
                 let threads: Vec<_> = pending
@@ -259,7 +259,7 @@ fn events(agents: &Agents, events: usize) -> anyhow::Result<Rounds> {
         // Each agent's handler appends a line per event: wait for one more line everywhere.
         // The times are the handlers' own timestamps, so how often this looks only decides
         // when it stops; it looks seldom because each look reads N files, CPU taken from the
-        // very handler runs being timed (0.19 ms for 50: every 5 ms, 4 % of a core).
+        // very handler runs being timed.
         let started = Instant::now();
         let stamps = loop {
             check_interrupt()?;

@@ -1,4 +1,4 @@
-//! The cluster benchmark behind `cluster-bench` (see the README's Performance section).
+//! The cluster benchmark behind `cluster-bench` (see docs/performance.md).
 //!
 //! - [`agents`]: N `rumor agent` or `serf agent` processes on 127.0.0.1 and the CLI calls
 //!   made against them.
