@@ -321,8 +321,9 @@ async fn queries_return_as_soon_as_every_expected_node_answered() {
     let (answers, timed_out, missing) = collect(rx).await;
     assert_eq!(answers, ["qa=uptime:x", "qb=uptime:x", "qc=uptime:x"]);
     assert!(!timed_out && missing.is_empty());
+    // Well before the 10 s timeout: it did not wait for it.
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(5),
         "took {:?}",
         started.elapsed()
     );
@@ -469,7 +470,7 @@ async fn a_crashed_member_is_declared_failed_by_confirmed_suspicion() {
         list.iter()
             .any(|m| m.name == "c4" && m.status == Status::Failed)
     };
-    let published = timeout(Duration::from_secs(1), watched.wait_for(failed_in_view)).await;
+    let published = timeout(Duration::from_secs(10), watched.wait_for(failed_in_view)).await;
     assert!(
         published.is_ok(),
         "the published list does not show c4 failed"
