@@ -63,7 +63,7 @@ pub struct UserEvent {
     /// Lamport time assigned by the node that sent it.
     pub ltime: u64,
     pub name: String,
-    #[serde(with = "payload_text")]
+    #[serde(with = "crate::payload_json")]
     pub payload: Vec<u8>,
     /// Serf's coalesce flag: handlers may collapse events of the same name to the newest.
     pub coalesce: bool,
@@ -80,7 +80,7 @@ pub struct QueryEvent {
     /// Identifies the query at the asker (with `origin`).
     pub id: u32,
     pub name: String,
-    #[serde(with = "payload_text")]
+    #[serde(with = "crate::payload_json")]
     pub payload: Vec<u8>,
     /// Name of the asking node.
     pub origin: String,
@@ -117,7 +117,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn payloads_read_as_text_in_json_and_binary_ones_as_bytes() {
+    fn payloads_read_as_text_in_json_and_binary_ones_as_base64() {
         let event = |payload: &[u8]| {
             Event::User(UserEvent {
                 ltime: 1,
@@ -130,7 +130,10 @@ mod tests {
         let text = serde_json::to_string(&event(b"web v42")).unwrap();
         assert!(text.contains(r#""payload":"web v42""#), "{text}");
         let binary = serde_json::to_string(&event(&[0xff, 0])).unwrap();
-        assert!(binary.contains(r#""payload":[255,0]"#), "{binary}");
+        assert!(
+            binary.contains(r#""payload":{"base64":"/wA="}"#),
+            "{binary}"
+        );
         for json in [text, binary] {
             let back: Event = serde_json::from_str(&json).unwrap();
             assert_eq!(serde_json::to_string(&back).unwrap(), json);
@@ -161,35 +164,5 @@ mod tests {
             origin: "a".into(),
         });
         assert_eq!(user.serf_name(), "user");
-    }
-}
-
-/// Payloads in JSON (`rumor monitor --format json`, the control API's event stream): a string
-/// when they are UTF-8, else an array of byte values, the way query answers read. Binary
-/// formats (postcard) keep plain bytes.
-mod payload_text {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(bytes) {
-            Ok(text) if s.is_human_readable() => s.serialize_str(text),
-            _ => bytes.serialize(s),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            Text(String),
-            Bytes(Vec<u8>),
-        }
-        if !d.is_human_readable() {
-            return Vec::<u8>::deserialize(d);
-        }
-        Ok(match Either::deserialize(d)? {
-            Either::Text(text) => text.into_bytes(),
-            Either::Bytes(bytes) => bytes,
-        })
     }
 }

@@ -26,6 +26,7 @@
 //! * [`contract`]: the environment and stdin a handler gets, exactly as Serf sets them, plus
 //!   `RUMOR_*` twins.
 //! * [`output`]: bounded capture of a run's output.
+//! * [`payload_json`]: payload bytes in JSON: text as a string, other bytes as base64.
 //! * [`status`]: each handler's counters and last run, as `rumor info` shows them.
 //! * [`handled_events`]: the user events each handler ran, so a restart runs none twice.
 //! * [`query_runs`]: the runs of one query, and this node's answer.
@@ -59,6 +60,7 @@ pub mod handled_events;
 pub mod members;
 pub mod node_control;
 pub mod output;
+pub mod payload_json;
 pub mod query_runs;
 pub mod runtime;
 mod serial;

@@ -467,6 +467,63 @@ fn bad_deploys_are_reported_and_change_nothing() {
     }
 }
 
+/// `readiness = "command:…"` (a health check's `command` kind aimed at the new container):
+/// the command is told where the container is, only its exit 0 lets the host switch, and a
+/// failing command's output is the failure's reason.
+#[test]
+fn a_readiness_command_is_told_the_container_and_decides() {
+    if !docker_here() {
+        return;
+    }
+    let _slot = cluster_slot();
+    let dir = rumor_tests::test_tempdir();
+    let (gate, attempts) = (dir.path().join("open"), dir.path().join("attempts"));
+    let readiness = format!(
+        "readiness=command:echo \"$RUMOR_APP $RUMOR_CONTAINER_IP:$RUMOR_CONTAINER_PORT \
+         $RUMOR_HOST_PORT\" >> {attempts}; test -e {gate} || {{ echo gate closed >&2; exit 1; }}",
+        attempts = attempts.display(),
+        gate = gate.display()
+    );
+    let fleet = Fleet::start("cmd", 1, &["ready_timeout=3s", &readiness]);
+    let host = &fleet.web[0];
+
+    // The gate is closed: the command fails until ready_timeout, and says why.
+    fleet.deploy("v1");
+    wait_for(CONVERGE, "v1 failing its readiness command", || {
+        let tags = &fleet.tags()[host];
+        let state = tags.get("web_deploy").cloned().unwrap_or_default();
+        (state == "failed:v1").then_some(()).ok_or(state)
+    });
+    let reason = fleet.tags()[host]["web_reason"].clone();
+    assert!(
+        reason.contains("never exited 0") && reason.contains("exited with code 1: gate closed"),
+        "{reason}"
+    );
+    assert!(
+        containers_of(host, Some("v1")).is_empty(),
+        "the failed container is removed"
+    );
+
+    // Open: the next version switches, and the command saw where it runs.
+    std::fs::write(&gate, "").unwrap();
+    fleet.deploy("v2");
+    fleet.wait_serving("v2");
+    let tags = &fleet.tags()[host];
+    let seen = std::fs::read_to_string(&attempts).unwrap();
+    let last = seen.lines().last().expect("the command ran");
+    let (app, rest) = last.split_once(' ').unwrap();
+    let (container, host_port) = rest.split_once(' ').unwrap();
+    assert_eq!(app, "web");
+    assert_eq!(host_port, tags["web_port"], "{seen}");
+    let container: SocketAddr = container.parse().unwrap_or_else(|e| panic!("{last}: {e}"));
+    assert_eq!(container.port(), 8080);
+    assert_eq!(
+        http_get(container).unwrap(),
+        "v2\n",
+        "the container's own address"
+    );
+}
+
 /// A host of the app that never takes its turn (here its plugin was removed; a stuck agent
 /// looks the same) halts the later batches after `turn_timeout`, naming it; they keep serving.
 #[test]

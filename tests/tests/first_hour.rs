@@ -36,6 +36,35 @@ fn agent_fails(extra: &[&str]) -> String {
     stderr_of(&out)
 }
 
+/// `rumor ARGS --control <a's socket>` with `input` on its stdin, as a script pipes a payload
+/// in (`-`); its stdout once it succeeded.
+fn cli_with_stdin(a: &Agent, args: &[&str], input: &[u8]) -> String {
+    let mut child = rumor_command()
+        .args(args)
+        .arg("--control")
+        .arg(a.control_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rumor starts");
+    child.stdin.take().expect("piped").write_all(input).unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "rumor {args:?}: {out}{}",
+        stderr_of(&output)
+    );
+    out
+}
+
 #[test]
 fn an_agent_on_a_served_control_socket_fails_before_it_joins() {
     let a = Agent::start("a", &[]);
@@ -85,6 +114,54 @@ fn an_error_says_its_cause_once() {
     let err = agent_fails(&["--bind", &a.addr().to_string()]);
     assert!(err.contains("already in use"), "{err}");
     assert_eq!(err.matches("os error 98").count(), 1, "{err}");
+}
+
+/// The README's "Commands": "A failure is one `error: ...` line on stderr and exit code 1; a
+/// usage error ... prints clap's usage message and exits 2."
+#[test]
+fn a_failed_command_is_one_error_line_and_exit_1_and_a_usage_error_exits_2() {
+    let tmp = test_tempdir();
+    let absent = tmp.path().join("no-agent.sock");
+    let out = run_with_timeout(
+        rumor_command().args(["members", "--control"]).arg(&absent),
+        PROMPT,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+
+    let out = run_with_timeout(rumor_command().arg("memberz"), PROMPT).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("Usage:"), "{}", stderr_of(&out));
+}
+
+/// The README's handler contract: user events get the payload on stdin "with a newline added
+/// when it has none, as Serf does" (and not a second one when it has).
+#[test]
+fn a_handler_gets_the_payload_with_one_final_newline() {
+    let tmp = test_tempdir();
+    let out = tmp.path().join("stdin");
+    let handler = format!(
+        "user=cat >> {}; echo '|' >> {}",
+        out.display(),
+        out.display()
+    );
+    let a = Agent::start("nl", &["--event-handler", &handler]);
+    a.cli_ok(&["event", "one", "bare"]);
+    a.cli_ok(&["event", "two", "ended\n"]);
+    cli_with_stdin(&a, &["event", "three", "-"], b"piped");
+    let seen = wait_for(PROMPT, "three handler runs", || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        (text.matches('|').count() == 3)
+            .then_some(text.clone())
+            .ok_or(text)
+    });
+    // `bare` and `piped` (read from stdin with `-`) end without a newline: one is added;
+    // `ended\n` has one: none is.
+    assert_eq!(seen, "bare\n|\nended\n|\npiped\n|\n");
 }
 
 #[test]
@@ -165,7 +242,7 @@ fn monitor_says_what_it_streams_before_anything_happens() {
 }
 
 #[test]
-fn monitor_json_shows_a_text_payload_as_text() {
+fn monitor_json_shows_text_payloads_as_text_and_binary_ones_as_base64() {
     let a = Agent::start("m", &[]);
     let monitor = a.monitor();
     // Sent until the stream is subscribed and shows one.
@@ -178,6 +255,19 @@ fn monitor_json_shows_a_text_payload_as_text() {
             .ok_or_else(|| "not yet".to_string())
     });
     assert_eq!(event["event"]["payload"], "web v42", "{event}");
+
+    // Two bytes that are not UTF-8, sent from stdin the way a script would.
+    cli_with_stdin(&a, &["event", "blob", "-"], &[0xff, 0]);
+    let (_, blob) = wait_for(PROMPT, "the binary event in the monitor", || {
+        monitor
+            .first(|v| v["event"]["name"] == "blob")
+            .ok_or_else(|| "not yet".to_string())
+    });
+    assert_eq!(
+        blob["event"]["payload"],
+        serde_json::json!({"base64": "/wA="}),
+        "{blob}"
+    );
 }
 
 #[test]
@@ -208,29 +298,7 @@ fn a_comma_in_a_tag_flag_stays_in_the_value() {
 #[test]
 fn query_reads_its_payload_from_stdin() {
     let a = Agent::start("q", &["--event-handler", "query:echo=cat"]);
-    let mut child = rumor_command()
-        .args(["query", "echo", "-", "--control"])
-        .arg(a.control_path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("rumor query starts");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(b"hello from stdin")
-        .unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{out}");
+    let out = cli_with_stdin(&a, &["query", "echo", "-"], b"hello from stdin");
     assert!(out.contains("hello from stdin"), "{out}");
 }
 

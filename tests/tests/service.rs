@@ -25,6 +25,12 @@ fn rumor(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
+/// Whether `program` is on the PATH.
+fn installed(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+}
+
 /// The commands `rumor [PARENT] --help` lists (without `help`).
 fn commands(parent: &[&str]) -> Vec<String> {
     let mut args = parent.to_vec();
@@ -33,7 +39,7 @@ fn commands(parent: &[&str]) -> Vec<String> {
 }
 
 #[test]
-fn completions_cover_every_command_and_load_in_bash() {
+fn completions_cover_every_command_and_load_in_their_shells() {
     let all = commands(&[]);
     assert!(all.len() >= 20, "{all:?}");
     for shell in ["bash", "zsh", "fish"] {
@@ -51,21 +57,41 @@ fn completions_cover_every_command_and_load_in_bash() {
             );
         }
     }
+    // Each script loaded into its own shell, asked what it registered for `rumor`.
     let dir = test_tempdir();
-    let file = dir.path().join("rumor.bash");
-    std::fs::write(&file, rumor(&["completions", "bash"])).unwrap();
-    let out = run_with_timeout(
-        std::process::Command::new("bash")
-            .arg("-c")
-            .arg(format!("source {} && complete -p rumor", file.display())),
-        PROMPT,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("rumor"),
-        "bash did not register the completion: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let loads = [
+        ("bash", "source {} && complete -p rumor", "rumor"),
+        (
+            "zsh",
+            "autoload -U compinit && compinit -u && source {} && print -- ${_comps[rumor]}",
+            "_rumor",
+        ),
+        ("fish", "source {}; complete -C'rumor mem'", "members"),
+    ];
+    for (shell, load, expected) in loads {
+        if !installed(shell) {
+            skip_or_fail(&format!(
+                "the {shell} completion is not loaded: {shell} is not installed (apt install {shell})"
+            ));
+            continue;
+        }
+        let file = dir.path().join(format!("rumor.{shell}"));
+        std::fs::write(&file, rumor(&["completions", shell])).unwrap();
+        let out = run_with_timeout(
+            std::process::Command::new(shell)
+                .arg("-c")
+                .arg(load.replace("{}", &file.to_string_lossy()))
+                .env("HOME", dir.path()),
+            PROMPT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(expected),
+            "{shell} did not register the completion: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = run_with_timeout(rumor_command().args(["completions", "tcsh"]), PROMPT).unwrap();
     assert_eq!(
         out.status.code(),

@@ -156,9 +156,10 @@ wait = {{ min = "1s", max = "5s" }}
         want
     );
 
-    // An edited template is picked up without a restart (in well under a second on an idle
-    // machine: the figure printed below), and the check refuses what it renders: the live
-    // file stays, the failure is counted and shown.
+    // An edited template is picked up without a restart (the target is 2 s; the figure is
+    // printed below and kept in docs/performance.md, the bound here only catches "never"),
+    // and the check refuses what it renders: the live file stays, the failure is counted and
+    // shown.
     let checks_before = counter(&template_status(&lb, "web-list"), "check_failures");
     let edited = Instant::now();
     write_file(&template, "BAD {{ members | length }}\n");
@@ -172,7 +173,10 @@ wait = {{ min = "1s", max = "5s" }}
                 .ok_or(status.to_string())
         },
     );
-    eprintln!("edited template rendered after {:?}", edited.elapsed());
+    eprintln!(
+        "FIGURE edited template rendered (and its check run) after {:?}",
+        edited.elapsed()
+    );
     assert_eq!(
         read(&out),
         want,

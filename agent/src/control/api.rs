@@ -16,7 +16,7 @@ pub use crate::cluster::{
 pub use crate::control::limits::{ControlConnections, ListenerCounts};
 pub use crate::health::CheckStatus;
 pub use crate::logging::LogLine;
-/// An event or query payload: a JSON string when it is UTF-8, else an array of bytes.
+/// An event or query payload: a JSON string when it is UTF-8, else `{"base64": "..."}`.
 pub use crate::payload::Payload;
 pub use crate::plugin::PluginStatus;
 pub use crate::reload::ReloadStatus;
@@ -453,7 +453,7 @@ mod tests {
     }
 
     #[test]
-    fn payload_is_a_string_or_bytes() {
+    fn payload_is_a_string_base64_or_bytes() {
         let text: EventRequest = serde_json::from_str(r#"{"name":"d","payload":"v1"}"#).unwrap();
         assert_eq!(text.payload.0, b"v1");
         assert!(text.coalesce);
@@ -461,13 +461,19 @@ mod tests {
             serde_json::from_str(r#"{"name":"d","payload":[255,0],"coalesce":false}"#).unwrap();
         assert_eq!(bytes.payload.0, vec![255, 0]);
         assert!(!bytes.coalesce);
-        assert_eq!(serde_json::to_string(&Payload(vec![255])).unwrap(), "[255]");
+        let base64: EventRequest =
+            serde_json::from_str(r#"{"name":"d","payload":{"base64":"/wA="}}"#).unwrap();
+        assert_eq!(base64.payload.0, vec![255, 0]);
+        assert_eq!(
+            serde_json::to_string(&Payload(vec![255])).unwrap(),
+            r#"{"base64":"/w=="}"#
+        );
         assert_eq!(
             serde_json::to_string(&Payload(b"hi".to_vec())).unwrap(),
             "\"hi\""
         );
         let err = serde_json::from_str::<EventRequest>(r#"{"name":"d","payload":7}"#).unwrap_err();
-        assert!(err.to_string().contains("a string or an array"), "{err}");
+        assert!(err.to_string().contains(r#"a string, {"base64""#), "{err}");
     }
 
     #[test]

@@ -48,7 +48,7 @@ fn connections(ctx: &ControlContext) -> ConnectionsSummary {
 pub(super) async fn metrics_page(ctx: &ControlContext) -> Result<Reply, ApiError> {
     let cluster = ctx.cluster.info().await.map_err(cluster_error)?;
     let handlers = ctx.handlers.status();
-    let text = metrics::render(&metrics::Snapshot {
+    let text = metrics::render(&metrics::MetricInputs {
         version: &ctx.agent.version,
         cluster: &cluster,
         handlers: &handlers,

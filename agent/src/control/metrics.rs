@@ -19,7 +19,7 @@ use crate::cluster::latency::BUCKETS_MS;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What the metrics are computed from.
-pub struct Snapshot<'a> {
+pub struct MetricInputs<'a> {
     pub version: &'a str,
     pub cluster: &'a ClusterInfo,
     pub handlers: &'a [HandlerStatus],
@@ -36,7 +36,7 @@ pub struct Snapshot<'a> {
 }
 
 /// Renders every metric family, each with its `# HELP` and `# TYPE` lines.
-pub fn render(s: &Snapshot<'_>) -> String {
+pub fn render(s: &MetricInputs<'_>) -> String {
     let c = s.cluster;
     let n = &c.counters;
     let mut out = Exposition::default();
@@ -686,7 +686,7 @@ mod tests {
     fn every_family_has_help_and_type_then_its_samples() {
         let cluster = cluster();
         let handlers = [handler("deploy")];
-        let text = render(&Snapshot {
+        let text = render(&MetricInputs {
             version: "0.1.0",
             cluster: &cluster,
             handlers: &handlers,
@@ -778,7 +778,7 @@ mod tests {
     fn label_values_and_help_are_escaped() {
         let cluster = cluster();
         let handlers = [handler("say \"hi\"\\\nbye")];
-        let text = render(&Snapshot {
+        let text = render(&MetricInputs {
             version: "0.1.0",
             cluster: &cluster,
             handlers: &handlers,
@@ -800,7 +800,7 @@ mod tests {
     #[test]
     fn no_handlers_means_families_without_samples() {
         let cluster = cluster();
-        let text = render(&Snapshot {
+        let text = render(&MetricInputs {
             version: "0.1.0",
             cluster: &cluster,
             handlers: &[],

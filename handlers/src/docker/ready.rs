@@ -1,7 +1,9 @@
-//! Readiness by HTTP: one GET on a new container's port, as a health check's `http` kind asks
-//! its target. Kept to what readiness needs: the status line decides, the body is not read.
+//! Readiness by HTTP or by a command: one GET on a new container's port, as a health check's
+//! `http` kind asks its target (the status line decides, the body is not read); or one run of
+//! a shell command told where the container is, as a check's `command` kind.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use http_body_util::Empty;
 use hyper::Request;
@@ -41,6 +43,49 @@ pub async fn http_ok(addr: SocketAddr, path: &str) -> bool {
     ok
 }
 
+/// Where a new container can be reached, as a readiness command is told.
+pub struct Target<'a> {
+    pub app: &'a str,
+    pub ip: IpAddr,
+    pub container_port: u16,
+    pub host_port: u16,
+}
+
+/// Runs `/bin/sh -c command` once with the target in its environment (`RUMOR_APP`,
+/// `RUMOR_CONTAINER_IP`, `RUMOR_CONTAINER_PORT`, `RUMOR_HOST_PORT`). Ok when it exits 0; else
+/// how it ended and the end of its output, for the deploy's failure reason.
+pub async fn command_ok(
+    command: &str,
+    target: Target<'_>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let run = crate::shell::run(crate::shell::Invocation {
+        command: command.into(),
+        env: vec![
+            ("RUMOR_APP".into(), target.app.into()),
+            ("RUMOR_CONTAINER_IP".into(), target.ip.to_string()),
+            (
+                "RUMOR_CONTAINER_PORT".into(),
+                target.container_port.to_string(),
+            ),
+            ("RUMOR_HOST_PORT".into(), target.host_port.to_string()),
+        ],
+        stdin: Vec::new(),
+        timeout,
+    })
+    .await;
+    if run.success() {
+        return Ok(());
+    }
+    let output = [run.stderr_tail(200), run.stdout_tail(200)]
+        .into_iter()
+        .find(|text| !text.is_empty());
+    Err(match output {
+        Some(output) => format!("{run}: {output}"),
+        None => run.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +119,26 @@ mod tests {
             .local_addr()
             .unwrap();
         assert!(!http_ok(closed, "/").await);
+    }
+
+    #[tokio::test]
+    async fn a_command_is_told_where_the_container_is_and_its_exit_decides() {
+        let target = || Target {
+            app: "web",
+            ip: "10.1.2.3".parse().unwrap(),
+            container_port: 80,
+            host_port: 32768,
+        };
+        let second = Duration::from_secs(5);
+        let check = r#"test "$RUMOR_APP $RUMOR_CONTAINER_IP:$RUMOR_CONTAINER_PORT $RUMOR_HOST_PORT" = "web 10.1.2.3:80 32768""#;
+        assert_eq!(command_ok(check, target(), second).await, Ok(()));
+        let err = command_ok("echo warming up >&2; exit 3", target(), second)
+            .await
+            .unwrap_err();
+        assert_eq!(err, "exited with code 3: warming up");
+        let err = command_ok("sleep 5", target(), Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("timed out after"), "{err}");
     }
 }

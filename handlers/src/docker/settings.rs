@@ -201,6 +201,9 @@ pub enum Readiness {
     /// An HTTP GET of this path on the container port answers 2xx: the health checks' `http`
     /// kind, aimed at the new container.
     Http { path: String },
+    /// `/bin/sh -c COMMAND` exits 0: the health checks' `command` kind, told where the new
+    /// container is (`RUMOR_CONTAINER_IP`, `RUMOR_CONTAINER_PORT`, `RUMOR_HOST_PORT`).
+    Command { command: String },
 }
 
 impl Readiness {
@@ -209,13 +212,19 @@ impl Readiness {
             "" | "tcp" => Ok(Readiness::Tcp),
             "docker" => Ok(Readiness::Docker),
             "http" => Ok(Readiness::Http { path: "/".into() }),
-            other => match other.strip_prefix("http:") {
-                Some(path) if path.starts_with('/') && !path.chars().any(|c| c.is_whitespace()) => {
+            other => match (other.strip_prefix("http:"), other.strip_prefix("command:")) {
+                (Some(path), _)
+                    if path.starts_with('/') && !path.chars().any(|c| c.is_whitespace()) =>
+                {
                     Ok(Readiness::Http { path: path.into() })
                 }
+                (_, Some(command)) if !command.trim().is_empty() => Ok(Readiness::Command {
+                    command: command.trim().into(),
+                }),
                 _ => Err(format!(
                     "readiness {other:?}: use tcp (a connect to the container port), docker (the \
-                     image's health check) or http[:/PATH] (a GET on the container port answering 2xx)"
+                     image's health check), http[:/PATH] (a GET on the container port answering \
+                     2xx) or command:COMMAND (a shell command exiting 0)"
                 )),
             },
         }
@@ -351,9 +360,24 @@ mod tests {
                 path: "/healthz".into()
             }
         );
-        for bad in ["http:healthz", "http:/a b", "vibes"] {
+        assert_eq!(
+            Readiness::parse("command: curl -fs http://$RUMOR_CONTAINER_IP/ ").unwrap(),
+            Readiness::Command {
+                command: "curl -fs http://$RUMOR_CONTAINER_IP/".into()
+            }
+        );
+        for bad in [
+            "http:healthz",
+            "http:/a b",
+            "vibes",
+            "command:",
+            "command:  ",
+        ] {
             let e = Readiness::parse(bad).unwrap_err();
-            assert!(e.contains("http[:/PATH]"), "{bad}: {e}");
+            assert!(
+                e.contains("http[:/PATH]") && e.contains("command:COMMAND"),
+                "{bad}: {e}"
+            );
         }
     }
 

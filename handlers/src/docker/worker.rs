@@ -108,6 +108,8 @@ struct Worker {
 /// Deploy failures short enough for a tag.
 const REASON_LIMIT: usize = 120;
 const POLL: Duration = Duration::from_millis(100);
+/// How long one run of a `readiness = "command:…"` may take before it counts as not ready.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the app's deploys until the runtime that feeds it is dropped.
 pub async fn run(mut inputs: Inputs) {
@@ -385,6 +387,8 @@ impl Worker {
     async fn ready(&self, id: &str) -> Result<u16, String> {
         let config = &self.inputs.config;
         let deadline = Instant::now() + config.ready_timeout;
+        // readiness = command: how its last run ended, for the message at the deadline.
+        let mut last_run = String::new();
         loop {
             let c = self.engine.inspect(id).await?;
             if !c.running {
@@ -413,6 +417,30 @@ impl Worker {
                     }
                     None => false,
                 },
+                Readiness::Command { ref command } => match (c.ip, c.host_port) {
+                    (Some(ip), Some(host_port)) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let run = ready::command_ok(
+                            command,
+                            ready::Target {
+                                app: self.app(),
+                                ip,
+                                container_port: config.container_port,
+                                host_port,
+                            },
+                            left.clamp(POLL * 10, COMMAND_TIMEOUT),
+                        )
+                        .await;
+                        match run {
+                            Ok(()) => true,
+                            Err(ended) => {
+                                last_run = ended;
+                                false
+                            }
+                        }
+                    }
+                    _ => false,
+                },
                 Readiness::Docker => match c.health.as_deref() {
                     Some("healthy") => true,
                     Some("unhealthy") => return Err("Docker reports it unhealthy".into()),
@@ -435,6 +463,17 @@ impl Worker {
                     Readiness::Http { ref path } => format!(
                         "not ready within {:?}: GET {path} on its port {} never answered 2xx",
                         config.ready_timeout, config.container_port
+                    ),
+                    // Not the command itself: the reason is cut to fit a tag, and the end of
+                    // its output is what says why.
+                    Readiness::Command { .. } => format!(
+                        "not ready within {:?}: the readiness command never exited 0; last run: {}",
+                        config.ready_timeout,
+                        if last_run.is_empty() {
+                            "none, the container had no address or port yet"
+                        } else {
+                            &last_run
+                        }
                     ),
                 });
             }

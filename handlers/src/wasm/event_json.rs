@@ -162,4 +162,85 @@ mod tests {
                     "tags": {"role": "db"}, "status": "failed"}])
         );
     }
+
+    /// The event each example of docs/wasm.md shows, by its kind.
+    fn documented_event(kind: &str) -> Event {
+        let member = |name: &str, addr: &str, tags: &[(&str, &str)]| MemberInfo {
+            name: name.into(),
+            addr: addr.parse().unwrap(),
+            port: 7946,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let web = |n: u8| {
+            member(
+                &format!("web-{n}"),
+                &format!("10.0.0.1{n}"),
+                &[("role", "web")],
+            )
+        };
+        let db = || member("db-1", "10.0.0.9", &[("role", "db")]);
+        let members = |kind, members| Event::Member { kind, members };
+        match kind {
+            "user" => Event::User(UserEvent {
+                ltime: 42,
+                name: "deploy".into(),
+                payload: b"web v42".to_vec(),
+                coalesce: true,
+                origin: "ops-1".into(),
+            }),
+            "query" => Event::Query(QueryEvent {
+                ltime: 7,
+                id: 3,
+                name: "load".into(),
+                payload: vec![0xff, 0x00],
+                origin: "ops-1".into(),
+            }),
+            "member-join" => members(MemberEventKind::Join, vec![web(2)]),
+            "member-update" => members(
+                MemberEventKind::Update,
+                vec![member(
+                    "web-2",
+                    "10.0.0.12",
+                    &[("role", "web"), ("web_version", "v42")],
+                )],
+            ),
+            "member-leave" => members(MemberEventKind::Leave, vec![web(2), web(3)]),
+            "member-failed" => members(MemberEventKind::Failed, vec![db()]),
+            "member-reap" => members(MemberEventKind::Reap, vec![db()]),
+            other => panic!("docs/wasm.md shows an example of an unknown kind {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_example_in_the_docs_is_what_the_agent_writes() {
+        let doc = include_str!("../../../docs/wasm.md");
+        let section = &doc[doc.find("## The event JSON").expect("the schema section")..];
+        let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+        let mut kinds = Vec::new();
+        for block in section.split("```json").skip(1) {
+            let text = &block[..block.find("```").expect("a closed block")];
+            let shown: Value = serde_json::from_str(text)
+                .unwrap_or_else(|e| panic!("an example is not JSON ({e}):\n{text}"));
+            let kind = shown["kind"].as_str().expect("every example has a kind");
+            assert_eq!(shown, parse(&documented_event(kind)), "the {kind} example");
+            kinds.push(kind.to_string());
+        }
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                "member-failed",
+                "member-join",
+                "member-leave",
+                "member-reap",
+                "member-update",
+                "query",
+                "user"
+            ],
+            "one example of each kind"
+        );
+    }
 }

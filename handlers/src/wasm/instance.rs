@@ -23,17 +23,17 @@ use super::sandbox::{self, Capture, Grants, Setup, Stops};
 const FUEL_SLICE: u64 = 1_000_000;
 
 /// A store's data: the WASI context and the memory limiter.
-struct State {
+struct StoreData {
     wasi: WasiCtx,
     limits: StoreLimits,
 }
 
 /// The linker with WASI preview 1, shared by every run.
-fn linker() -> &'static Linker<State> {
-    static LINKER: std::sync::OnceLock<Linker<State>> = std::sync::OnceLock::new();
+fn linker() -> &'static Linker<StoreData> {
+    static LINKER: std::sync::OnceLock<Linker<StoreData>> = std::sync::OnceLock::new();
     LINKER.get_or_init(|| {
         let mut linker = Linker::new(engine());
-        wasmi_wasi::add_to_linker(&mut linker, |state: &mut State| &mut state.wasi)
+        wasmi_wasi::add_to_linker(&mut linker, |state: &mut StoreData| &mut state.wasi)
             .expect("WASI preview 1 links once into an empty linker");
         linker
     })
@@ -174,7 +174,7 @@ fn execute(
         .memory_size(memory)
         .trap_on_grow_failure(true)
         .build();
-    let mut store = Store::new(engine(), State { wasi, limits });
+    let mut store = Store::new(engine(), StoreData { wasi, limits });
     store.limiter(|state| &mut state.limits);
 
     // Instantiation (data segments, a start function) draws on the same budget.
@@ -214,7 +214,7 @@ fn execute(
     }
 }
 
-fn set_fuel(store: &mut Store<State>, fuel: u64) -> Result<(), End> {
+fn set_fuel(store: &mut Store<StoreData>, fuel: u64) -> Result<(), End> {
     store
         .set_fuel(fuel)
         .map_err(|e| End::Error(format!("setting fuel: {e}")))
