@@ -47,7 +47,7 @@ pub use binary::{LOG_TAIL_LINES, help_commands, rumor_bin, serf_symlink, tail};
 pub use control::{Control, Member, rumor_command};
 pub use monitor::{Monitor, is_user_event, is_user_event_prefixed, member_event_names};
 pub use ports::free_port;
-pub use process::{rss_bytes, run_with_timeout};
+pub use process::{rss_bytes, run_with_stdin, run_with_timeout};
 pub use records::{Expect, Records, Verdict};
 pub use rng::Rng;
 pub use wait::{wait_for, wait_until};

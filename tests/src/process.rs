@@ -8,12 +8,43 @@ use std::time::{Duration, Instant};
 /// Runs `cmd` to completion with stdin closed and stdout/stderr captured. If it has not exited
 /// after `timeout`, it is killed and an error describes the command and what it printed.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
+    run_bounded(cmd, None, timeout)
+}
+
+/// [`run_with_timeout`] with `input` written to its stdin, which is then closed, as a script
+/// pipes data into a command.
+pub fn run_with_stdin(
+    cmd: &mut Command,
+    input: &[u8],
+    timeout: Duration,
+) -> Result<Output, String> {
+    run_bounded(cmd, Some(input.to_vec()), timeout)
+}
+
+fn run_bounded(
+    cmd: &mut Command,
+    input: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<Output, String> {
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if let (Some(input), Some(mut pipe)) = (input, child.stdin.take()) {
+        // On a thread: a child that does not read must not block the timeout. Dropping the
+        // pipe closes its stdin.
+        thread::spawn(move || {
+            use std::io::Write;
+            let _ = pipe.write_all(&input);
+        });
+    }
     // Read both pipes on threads so a chatty child never blocks on a full pipe.
     let mut out_pipe = child.stdout.take();
     let mut err_pipe = child.stderr.take();

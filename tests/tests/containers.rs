@@ -496,7 +496,7 @@ fn a_readiness_command_is_told_the_container_and_decides() {
     });
     let reason = fleet.tags()[host]["web_reason"].clone();
     assert!(
-        reason.contains("never exited 0") && reason.contains("exited with code 1: gate closed"),
+        reason.contains("not ready within 3s: readiness command exited with code 1: gate closed"),
         "{reason}"
     );
     assert!(

@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use rumor_tests::{
-    Agent, free_port, rumor_command, run_with_timeout, test_tempdir, wait_for, write_file,
+    Agent, free_port, rumor_command, run_with_stdin, run_with_timeout, test_tempdir, wait_for,
+    write_file,
 };
 
 const PROMPT: Duration = Duration::from_secs(15);
@@ -39,24 +40,16 @@ fn agent_fails(extra: &[&str]) -> String {
 /// `rumor ARGS --control <a's socket>` with `input` on its stdin, as a script pipes a payload
 /// in (`-`); its stdout once it succeeded.
 fn cli_with_stdin(a: &Agent, args: &[&str], input: &[u8]) -> String {
-    let mut child = rumor_command()
-        .args(args)
-        .arg("--control")
-        .arg(a.control_path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("rumor starts");
-    child.stdin.take().expect("piped").write_all(input).unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = run_with_stdin(
+        rumor_command()
+            .args(args)
+            .arg("--control")
+            .arg(a.control_path()),
+        input,
+        PROMPT,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "rumor {args:?}: {out}{}",

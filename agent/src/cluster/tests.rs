@@ -507,7 +507,9 @@ async fn a_crashed_member_is_declared_failed_by_confirmed_suspicion() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_join_keeps_trying_until_the_seed_appears() {
     // A port with nothing on it yet: the seed will start there later. Another test may take
-    // the port (its TCP side) in between; then the scenario starts again on a new one.
+    // the port (its TCP side) in between; then the scenario starts again on a new one. A key
+    // of this test's own keeps the joiner out of whatever cluster took the port.
+    let key = super::keyring::Key::generate();
     for _attempt in 0..5 {
         let port = std::net::UdpSocket::bind("127.0.0.1:0")
             .unwrap()
@@ -516,6 +518,7 @@ async fn retry_join_keeps_trying_until_the_seed_appears() {
             .port();
         let seed_addr = format!("127.0.0.1:{port}");
         let mut config = config("late-joiner");
+        config.keyring = Some(super::keyring::Keyring::new(vec![key.clone()]));
         config.retry_join = vec![seed_addr.clone()];
         let joiner = start(config.clone()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await; // let the first attempts fail
@@ -525,7 +528,11 @@ async fn retry_join_keeps_trying_until_the_seed_appears() {
         config.retry_join = vec![];
         let seed = match start(config).await {
             Ok(seed) => seed,
-            Err(e) if format!("{e:?}").contains("AddrInUse") => continue,
+            Err(StartError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                continue;
+            }
             Err(e) => panic!("the seed binds the port: {e:?}"),
         };
         wait_for("the joiner to reach the seed", async || {

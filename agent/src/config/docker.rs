@@ -41,8 +41,8 @@ pub(crate) struct DockerTable {
     drain: Option<String>,
     /// SIGTERM to SIGKILL when a container stops [default: 10s].
     stop_grace: Option<String>,
-    /// "tcp" (a connect to the container port), "docker" (the image's HEALTHCHECK) or
-    /// "http[:/PATH]" (a GET answering 2xx).
+    /// "tcp" (a connect to the container port), "docker" (the image's HEALTHCHECK),
+    /// "http[:/PATH]" (a GET answering 2xx) or "command:COMMAND" (a shell command exiting 0).
     readiness: Option<String>,
     env: Option<Pairs>,
     labels: Option<Pairs>,

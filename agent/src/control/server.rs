@@ -30,7 +30,7 @@ use crate::descriptors;
 use crate::log_limit::LogLimiter;
 
 /// How long [`ControlServer::shutdown`] lets in-flight requests finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -202,7 +202,8 @@ pub enum Readiness {
     /// kind, aimed at the new container.
     Http { path: String },
     /// `/bin/sh -c COMMAND` exits 0: the health checks' `command` kind, told where the new
-    /// container is (`RUMOR_CONTAINER_IP`, `RUMOR_CONTAINER_PORT`, `RUMOR_HOST_PORT`).
+    /// container is (`RUMOR_APP`, `RUMOR_CONTAINER_IP`, `RUMOR_CONTAINER_PORT`,
+    /// `RUMOR_HOST_PORT`).
     Command { command: String },
 }
 

@@ -464,16 +464,15 @@ impl Worker {
                         "not ready within {:?}: GET {path} on its port {} never answered 2xx",
                         config.ready_timeout, config.container_port
                     ),
-                    // Not the command itself: the reason is cut to fit a tag, and the end of
-                    // its output is what says why.
+                    // Short, and not the command itself: the reason is cut to fit a tag, and
+                    // the end of the command's output is what says why.
+                    Readiness::Command { .. } if last_run.is_empty() => format!(
+                        "not ready within {:?}: no address or port for the readiness command",
+                        config.ready_timeout
+                    ),
                     Readiness::Command { .. } => format!(
-                        "not ready within {:?}: the readiness command never exited 0; last run: {}",
-                        config.ready_timeout,
-                        if last_run.is_empty() {
-                            "none, the container had no address or port yet"
-                        } else {
-                            &last_run
-                        }
+                        "not ready within {:?}: readiness command {last_run}",
+                        config.ready_timeout
                     ),
                 });
             }

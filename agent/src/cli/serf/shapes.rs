@@ -113,7 +113,7 @@ pub struct QueryResult {
 }
 
 /// Serf's query result from `rumor query --format json`'s (`acks`, `responses` whose
-/// payloads are strings, or byte arrays when not UTF-8).
+/// payloads are strings, or `{"base64": ...}` when not UTF-8).
 pub fn query(rumor: &Value) -> QueryResult {
     let acks: Vec<String> = rumor["acks"]
         .as_array()
@@ -156,17 +156,12 @@ pub fn query_text(name: &str, result: &QueryResult, no_ack: bool) -> Vec<String>
     lines
 }
 
+/// A payload as `rumor query --format json` writes it (a string, or `{"base64": ...}` when it
+/// is not UTF-8), as the text Serf shows.
 fn payload_text(payload: &Value) -> String {
-    match payload {
-        Value::String(s) => s.clone(),
-        Value::Array(bytes) => {
-            let bytes: Vec<u8> = bytes
-                .iter()
-                .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
-                .collect();
-            String::from_utf8_lossy(&bytes).into_owned()
-        }
-        other => other.to_string(),
+    match serde_json::from_value::<crate::payload::Payload>(payload.clone()) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes.0).into_owned(),
+        Err(_) => payload.to_string(),
     }
 }
 
@@ -351,15 +346,17 @@ mod tests {
     fn query_results_take_serfs_shape() {
         let rumor = serde_json::json!({
             "acks": ["a", "b"],
-            "responses": {"b": "up 3 days\n", "a": [104, 105]},
+            "responses": {"b": "up 3 days\n", "a": {"base64": "aGk="}, "c": {"base64": "/w=="}},
             "no_answer": {"c": "no handler"},
             "missing": [],
             "timed_out": false
         });
         let result = query(&rumor);
+        // Serf's answers are strings: a byte that is not UTF-8 shows as U+FFFD.
         assert_eq!(
-            serde_json::to_string(&result).unwrap(),
-            r#"{"Acks":["a","b"],"Responses":{"a":"hi","b":"up 3 days\n"}}"#
+            serde_json::to_value(&result).unwrap(),
+            serde_json::json!({"Acks": ["a", "b"],
+                               "Responses": {"a": "hi", "b": "up 3 days\n", "c": "\u{fffd}"}})
         );
         assert_eq!(
             query_text("load", &result, false),
@@ -369,8 +366,9 @@ mod tests {
                 "Ack from 'b'",
                 "Response from 'a': hi",
                 "Response from 'b': up 3 days",
+                "Response from 'c': \u{fffd}",
                 "Total Acks: 2",
-                "Total Responses: 2"
+                "Total Responses: 3"
             ]
         );
         let none = query(&serde_json::json!({"acks": [], "responses": {}}));
