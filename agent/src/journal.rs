@@ -169,11 +169,24 @@ pub fn load<T: DeserializeOwned>(path: &Path, mut apply: impl FnMut(T)) -> Optio
 
 /// Rewrites the file atomically: a temporary file, fsync, rename, fsync of the directory.
 fn replace(path: &Path, image: &[u8]) -> std::io::Result<()> {
+    replace_file(path, image, 0o666)
+}
+
+/// Writes `image` to `path` so that a crash leaves the old file or the new one: into
+/// `PATH.tmp` (created with `mode`, less the umask), synced, renamed over `path`, and the
+/// directory synced. Every file the agent rewrites whole goes through here.
+pub fn replace_file(path: &Path, image: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     {
-        let mut f = File::create(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(image)?;
         f.sync_all()?;
     }

@@ -4,8 +4,6 @@
 //! Serf's, so a Serf agent's tags file is used as it is.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// The tags in `path`; errors name the file. (Before the file exists the agent starts with no
@@ -25,19 +23,7 @@ pub fn load(path: &Path) -> Result<BTreeMap<String, String>, String> {
 /// the new one.
 pub fn save(path: &Path, tags: &BTreeMap<String, String>) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(tags).expect("a map of strings is JSON");
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    crate::journal::replace_file(path, format!("{text}\n").as_bytes(), 0o600)
 }
 
 #[cfg(test)]

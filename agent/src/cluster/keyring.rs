@@ -276,30 +276,9 @@ impl Keyring {
     }
 }
 
-/// Writes `text` (and a newline) to `path` atomically with mode 0600: into a temporary file
-/// beside it, synced, renamed over it, and the directory synced.
+/// Writes `text` (and a newline) to `path` atomically with mode 0600.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut name = path.as_os_str().to_owned();
-    name.push(".tmp");
-    let tmp = PathBuf::from(name);
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::journal::replace_file(path, format!("{text}\n").as_bytes(), 0o600)
 }
 
 /// Where a key change stands among all others: the Lamport time of the query that carried it,

@@ -136,14 +136,7 @@ pub(super) fn validate_limit(
     n: usize,
     ceiling: usize,
 ) -> Result<usize, ConfigError> {
-    if n == 0 || n > ceiling {
-        return Err(ConfigError::invalid(
-            setting,
-            &n.to_string(),
-            format!("must be between 1 and {ceiling}: it must fit in one UDP packet"),
-        ));
-    }
-    Ok(n)
+    validate_count(setting, n, ceiling, ": it must fit in one UDP packet")
 }
 
 /// A count of connections, `1..=ceiling`.
@@ -152,11 +145,21 @@ pub(super) fn validate_connections(
     n: usize,
     ceiling: usize,
 ) -> Result<usize, ConfigError> {
+    validate_count(setting, n, ceiling, "")
+}
+
+/// `1..=ceiling`; `why` follows the range in the error.
+fn validate_count(
+    setting: &'static str,
+    n: usize,
+    ceiling: usize,
+    why: &str,
+) -> Result<usize, ConfigError> {
     if n == 0 || n > ceiling {
         return Err(ConfigError::invalid(
             setting,
             &n.to_string(),
-            format!("must be between 1 and {ceiling}"),
+            format!("must be between 1 and {ceiling}{why}"),
         ));
     }
     Ok(n)
